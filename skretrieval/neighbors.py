@@ -1,0 +1,283 @@
+"""Nearest-neighbour search over a database of image descriptors.
+
+:class:`ImageRetriever` is the last step of a retrieval pipeline. It behaves like
+:class:`sklearn.neighbors.NearestNeighbors` with the brute-force algorithm, but the distance
+comes from a kernel of :mod:`skretrieval.geometry` (so descriptor types other than vectors plug
+in), the database-side work is done once at ``fit``, and ``score`` returns the mean average
+precision, so a whole pipeline can be tuned with ``GridSearchCV``.
+"""
+
+from numbers import Integral
+
+import numpy as np
+from joblib import Parallel, delayed, effective_n_jobs
+from scipy import sparse
+from sklearn import get_config
+from sklearn.base import BaseEstimator, _fit_context
+from sklearn.utils import check_consistent_length
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from skretrieval.geometry import get_kernel
+from skretrieval.metrics import map_scorer
+
+__all__ = ["ImageRetriever"]
+
+
+def _smallest_k(distances, k):
+    """Sorted distances and column indices of the ``k`` smallest entries of each row.
+
+    ``argpartition`` finds the ``k`` smallest in linear time; only those ``k`` are sorted.
+    """
+    if k < distances.shape[1]:
+        candidates = np.argpartition(distances, k - 1, axis=1)[:, :k]
+        candidate_distances = np.take_along_axis(distances, candidates, axis=1)
+    else:
+        candidates = np.broadcast_to(np.arange(distances.shape[1]), distances.shape)
+        candidate_distances = distances
+    order = np.argsort(candidate_distances, axis=1, kind="stable")
+    return (
+        np.take_along_axis(candidate_distances, order, axis=1),
+        np.take_along_axis(candidates, order, axis=1),
+    )
+
+
+class ImageRetriever(BaseEstimator):
+    """Rank a database of image descriptors for each query.
+
+    A NearestNeighbors-style estimator: ``fit`` stores (and pre-processes) the database,
+    ``kneighbors`` returns the closest database items of each query, ``score`` the mean average
+    precision of the queries against the database with relevance = equal labels.
+
+    Search is exact and brute force: the distance from a block of queries to the whole database
+    is one matrix product (or one batched decomposition for matrix descriptors), and the
+    ``n_neighbors`` smallest are found with ``argpartition``. Blocks are sized by scikit-learn's
+    ``working_memory`` setting, so a large database never needs the full
+    ``n_queries x n_database`` distance matrix in memory.
+
+    Parameters
+    ----------
+    n_neighbors : int, default=10
+        Number of neighbours returned by :meth:`kneighbors` when not given there.
+    metric : str, default="cosine"
+        Distance between descriptors, a name registered in :mod:`skretrieval.geometry`:
+        ``"cosine"`` or ``"euclidean"`` for vectors.
+    metric_params : dict, default=None
+        Extra keyword arguments for the metric's kernel.
+    n_jobs : int, default=None
+        Number of threads searching query blocks in parallel. ``None`` means 1 unless in a
+        :func:`joblib.parallel_backend` context; ``-1`` means all processors. The matrix
+        products themselves already use all cores through BLAS.
+
+    Attributes
+    ----------
+    n_samples_fit_ : int
+        Number of database items.
+    n_features_in_ : int
+        Descriptor length (for vector metrics).
+    y_ : ndarray of shape (n_samples_fit_,) or None
+        Labels of the database items given to ``fit``, used by :meth:`score`.
+
+    See Also
+    --------
+    sklearn.neighbors.NearestNeighbors : the model for this API.
+    skretrieval.metrics.make_retrieval_scorer : scorers for ``GridSearchCV``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skretrieval.neighbors import ImageRetriever
+    >>> database = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> retriever = ImageRetriever(n_neighbors=2).fit(database, y=[0, 1, 0])
+    >>> distances, indices = retriever.kneighbors([[1.0, 0.1]])
+    >>> indices
+    array([[0, 2]])
+    >>> round(retriever.score([[1.0, 0.1]], [0]), 3)
+    1.0
+    """
+
+    _parameter_constraints: dict = {
+        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "metric": [str],
+        "metric_params": [dict, None],
+        "n_jobs": [Integral, None],
+    }
+
+    def __init__(self, n_neighbors=10, *, metric="cosine", metric_params=None, n_jobs=None):
+        self.n_neighbors = n_neighbors
+        self.metric = metric
+        self.metric_params = metric_params
+        self.n_jobs = n_jobs
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Store and pre-process the database.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), or another descriptor set
+            The database descriptors, of the type the metric expects.
+        y : array-like of shape (n_samples,), default=None
+            Labels of the database items (e.g. the object or scene shown), needed by
+            :meth:`score`.
+
+        Returns
+        -------
+        self : ImageRetriever
+            The fitted retriever.
+        """
+        self._kernel = get_kernel(self.metric)
+        X = self._validate_descriptors(X, reset=True)
+        self.n_samples_fit_ = self._kernel.n_samples(X)
+        if y is None:
+            self.y_ = None
+        else:
+            y = np.asarray(y)
+            if y.ndim != 1:
+                raise ValueError(
+                    f"y must be 1-D, one label per database item; got shape {y.shape}."
+                )
+            check_consistent_length(np.empty(self.n_samples_fit_), y)
+            self.y_ = y
+        self._fit_X = X
+        self._fit_state = self._kernel.prepare(X, **(self.metric_params or {}))
+        return self
+
+    def _validate_descriptors(self, X, *, reset):
+        if self._kernel.descriptor == "vectors":
+            # Records n_features_in_ (and feature names) at fit, checks them afterwards.
+            return validate_data(self, X, dtype=[np.float64, np.float32], reset=reset)
+        return self._kernel.validate(X, "X")
+
+    def _distance_blocks(self, X=None):
+        """Yield ``(start, stop, distances)`` for consecutive blocks of queries.
+
+        ``distances`` has shape ``(stop - start, n_samples_fit_)``, lower is more similar. With
+        ``X=None`` the queries are the database items themselves, each at distance ``+inf``
+        from itself so that it is never its own neighbour.
+        """
+        check_is_fitted(self)
+        exclude_self = X is None
+        queries = self._fit_X if exclude_self else self._validate_descriptors(X, reset=False)
+        n_queries = self._kernel.n_samples(queries)
+        n_threads = effective_n_jobs(self.n_jobs)
+        # Each thread holds one block of float64 distances (a conservative row size); at least
+        # one query per block even when that exceeds the working memory.
+        row_bytes = 8 * self.n_samples_fit_ * n_threads
+        rows_in_memory = int(get_config()["working_memory"] * 2**20 // row_bytes)
+        block_size = min(n_queries, max(1, rows_in_memory))
+        params = self.metric_params or {}
+
+        def block(start):
+            stop = min(start + block_size, n_queries)
+            query_state = self._kernel.prepare(queries[start:stop], **params)
+            distances = self._kernel.pairwise(query_state, self._fit_state)
+            if exclude_self:
+                rows = np.arange(stop - start)
+                distances[rows, start + rows] = np.inf
+            return start, stop, distances
+
+        starts = range(0, n_queries, block_size)
+        if n_threads == 1:
+            yield from map(block, starts)
+        else:
+            # Threads, not processes: the heavy work (BLAS, LAPACK, argpartition) releases the GIL.
+            yield from Parallel(n_jobs=self.n_jobs, prefer="threads", return_as="generator")(
+                delayed(block)(start) for start in starts
+            )
+
+    def kneighbors(self, X=None, n_neighbors=None, return_distance=True):
+        """Find the nearest database items of each query.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, n_features), or another descriptor set, default=None
+            The queries. If None, each database item is queried and excluded from its own
+            result list (as in scikit-learn).
+        n_neighbors : int, default=None
+            Number of neighbours; defaults to the ``n_neighbors`` given at construction.
+        return_distance : bool, default=True
+            Whether to return the distances too.
+
+        Returns
+        -------
+        distances : ndarray of shape (n_queries, n_neighbors)
+            Distances to the neighbours, ascending. Only if ``return_distance=True``.
+        indices : ndarray of shape (n_queries, n_neighbors)
+            Database positions of the neighbours, nearest first.
+        """
+        check_is_fitted(self)
+        if n_neighbors is None:
+            n_neighbors = self.n_neighbors
+        if not isinstance(n_neighbors, Integral) or isinstance(n_neighbors, bool):
+            raise TypeError(f"n_neighbors must be an integer; got {type(n_neighbors).__name__}.")
+        if n_neighbors < 1:
+            raise ValueError(f"n_neighbors must be >= 1; got {n_neighbors}.")
+        available = self.n_samples_fit_ - (X is None)
+        if n_neighbors > available:
+            where = (
+                "the database minus the query itself (X=None)" if X is None else "the database"
+            )
+            raise ValueError(
+                f"n_neighbors={n_neighbors} is larger than {where}, which has {available} "
+                f"items (n_samples_fit_={self.n_samples_fit_})."
+            )
+        blocks = [
+            _smallest_k(distances, n_neighbors) for _, _, distances in self._distance_blocks(X)
+        ]
+        distances = np.concatenate([d for d, _ in blocks])
+        indices = np.concatenate([i for _, i in blocks])
+        return (distances, indices) if return_distance else indices
+
+    def kneighbors_graph(self, X=None, n_neighbors=None, mode="connectivity"):
+        """Sparse graph of the nearest database items of each query.
+
+        Parameters
+        ----------
+        X : array-like or descriptor set, default=None
+            The queries; None queries the database against itself, excluding self-matches.
+        n_neighbors : int, default=None
+            Number of neighbours; defaults to ``self.n_neighbors``.
+        mode : {"connectivity", "distance"}, default="connectivity"
+            Entries are ones, or the distances.
+
+        Returns
+        -------
+        graph : scipy.sparse.csr_matrix of shape (n_queries, n_samples_fit_)
+        """
+        if mode not in ("connectivity", "distance"):
+            raise ValueError(f"mode must be 'connectivity' or 'distance'; got {mode!r}.")
+        distances, indices = self.kneighbors(X, n_neighbors, return_distance=True)
+        n_queries, k = indices.shape
+        data = np.ones(indices.size) if mode == "connectivity" else distances.ravel()
+        indptr = np.arange(0, n_queries * k + 1, k)
+        return sparse.csr_matrix(
+            (data, indices.ravel(), indptr), shape=(n_queries, self.n_samples_fit_)
+        )
+
+    def score(self, X, y):
+        """Mean average precision of the queries ``X`` against the database.
+
+        A database item is relevant to a query when their labels are equal. Queries with no
+        relevant item in the database are left out of the mean. Step interpolation, as
+        :func:`sklearn.metrics.average_precision_score`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, n_features), or another descriptor set
+            The queries.
+        y : array-like of shape (n_queries,)
+            Labels of the queries.
+
+        Returns
+        -------
+        score : float
+            Mean average precision in ``[0, 1]``.
+        """
+        return map_scorer(self, X, y)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = True
+        tags.target_tags.required = False
+        return tags
