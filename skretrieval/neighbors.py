@@ -27,19 +27,37 @@ __all__ = ["ImageRetriever"]
 def _smallest_k(distances, k):
     """Sorted distances and column indices of the ``k`` smallest entries of each row.
 
-    ``argpartition`` finds the ``k`` smallest in linear time; only those ``k`` are sorted.
+    On wide blocks a per-row threshold, the k-th smallest of an evenly spaced sample of the
+    columns, bounds the answer from above: one vectorised comparison keeps the few entries below
+    it and only those are sorted. That is several times faster than ``argpartition`` over every
+    entry. When the threshold is loose (e.g. many ties) we fall back to ``argpartition``; both
+    routes are exact.
     """
-    if k < distances.shape[1]:
-        candidates = np.argpartition(distances, k - 1, axis=1)[:, :k]
-        candidate_distances = np.take_along_axis(distances, candidates, axis=1)
-    else:
-        candidates = np.broadcast_to(np.arange(distances.shape[1]), distances.shape)
-        candidate_distances = distances
-    order = np.argsort(candidate_distances, axis=1, kind="stable")
-    return (
-        np.take_along_axis(candidate_distances, order, axis=1),
-        np.take_along_axis(candidates, order, axis=1),
-    )
+    n_rows, n_columns = distances.shape
+    if k >= n_columns:
+        return _sorted_rows(distances, np.broadcast_to(np.arange(n_columns), distances.shape))
+    n_sampled = max(64 * k, n_columns // 16)
+    if n_columns >= 4 * n_sampled:
+        stride = n_columns // n_sampled
+        threshold = np.partition(distances[:, ::stride], k - 1, axis=1)[:, k - 1 : k]
+        # flatnonzero + divmod is several times faster than a 2-D nonzero.
+        rows, columns = np.divmod(np.flatnonzero(distances <= threshold), n_columns)
+        # Each row keeps at least its k sampled entries; expect about k * stride of them.
+        if len(rows) <= 8 * k * stride * n_rows:
+            values = distances[rows, columns]
+            order = np.lexsort((columns, values, rows))
+            rows, columns, values = rows[order], columns[order], values[order]
+            rank_in_row = np.arange(len(rows)) - np.searchsorted(rows, rows)
+            keep = rank_in_row < k
+            return values[keep].reshape(n_rows, k), columns[keep].reshape(n_rows, k)
+    candidates = np.argpartition(distances, k - 1, axis=1)[:, :k]
+    return _sorted_rows(np.take_along_axis(distances, candidates, axis=1), candidates)
+
+
+def _sorted_rows(distances, indices):
+    """Sort each row of ``distances`` (ties by column order) and permute ``indices`` alike."""
+    order = np.argsort(distances, axis=1, kind="stable")
+    return np.take_along_axis(distances, order, axis=1), np.take_along_axis(indices, order, axis=1)
 
 
 class ImageRetriever(BaseEstimator):

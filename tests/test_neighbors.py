@@ -9,7 +9,7 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skretrieval.geometry import DistanceKernel, register_kernel
-from skretrieval.neighbors import ImageRetriever
+from skretrieval.neighbors import ImageRetriever, _smallest_k
 
 
 @parametrize_with_checks([ImageRetriever(), ImageRetriever(metric="euclidean", n_neighbors=2)])
@@ -157,3 +157,27 @@ def test_a_registered_kernel_plugs_into_the_retriever(data):
     ours = ImageRetriever(n_neighbors=4, metric="_test_chebyshev").fit(database)
     reference = NearestNeighbors(n_neighbors=4, metric="chebyshev").fit(database)
     np.testing.assert_array_equal(ours.kneighbors(queries)[1], reference.kneighbors(queries)[1])
+
+
+@pytest.mark.parametrize(
+    "shape, k, kind",
+    [
+        ((30, 40_000), 10, "normal"),  # wide: the sampled-threshold route
+        ((30, 40_000), 10, "ties"),  # heavy ties: the threshold is loose, argpartition route
+        ((30, 40_000), 10, "sorted"),  # database sorted by distance: the sample is unrepresentative
+        ((5, 300), 7, "normal"),  # narrow: argpartition route
+        ((4, 6), 6, "normal"),  # k equals the database size
+    ],
+)
+def test_smallest_k_is_exact_on_both_routes(shape, k, kind):
+    rng = np.random.default_rng(3)
+    if kind == "ties":
+        distances = rng.integers(0, 3, size=shape).astype(np.float32)
+    elif kind == "sorted":
+        distances = np.sort(rng.normal(size=shape), axis=1)
+    else:
+        distances = rng.normal(size=shape)
+    values, indices = _smallest_k(distances, k)
+    np.testing.assert_array_equal(values, np.sort(distances, axis=1)[:, :k])
+    np.testing.assert_array_equal(np.take_along_axis(distances, indices, axis=1), values)
+    assert all(len(set(row)) == k for row in indices)
