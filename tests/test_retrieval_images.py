@@ -1,0 +1,92 @@
+"""End to end on real photos: extraction -> pooling -> retrieval, and extraction caching."""
+
+import numpy as np
+import pytest
+from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.pipeline import Pipeline
+
+from skretrieval.datasets import make_copydays
+from skretrieval.extraction import CNNFeatureExtractor
+from skretrieval.metrics import map_scorer, mean_average_precision
+from skretrieval.neighbors import ImageRetriever
+from skretrieval.pooling import RMAC, GeMPooling, MaxPooling, SumPooling
+
+
+@pytest.fixture(scope="module")
+def copydays():
+    return make_copydays(n_copies_per_image=6, max_size=224, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def pretrained_maps(copydays):
+    extractor = CNNFeatureExtractor(weights="imagenet", max_size=224, progress=False)
+    return extractor.fit_transform(copydays.images)
+
+
+def _leave_one_out_map(vectors, labels):
+    retriever = ImageRetriever().fit(vectors, labels)
+    distances, indices = retriever.kneighbors(n_neighbors=len(labels) - 1)
+    relevant = labels[indices] == labels[:, None]
+    return mean_average_precision(relevant, -distances)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pooling", [SumPooling(), MaxPooling(), GeMPooling(), RMAC()])
+def test_pretrained_mobilenet_finds_the_copies_of_real_photos(copydays, pretrained_maps, pooling):
+    # Every image queries all others; its relevant items are the other versions of its photo
+    # (crops, rotations, rescales, JPEG at quality 10-30, colour changes, combined attacks).
+    vectors = pooling.fit_transform(pretrained_maps)
+    assert _leave_one_out_map(vectors, copydays.target) >= 0.85
+
+
+@pytest.mark.slow
+def test_pretrained_weights_matter(copydays, pretrained_maps):
+    random_maps = CNNFeatureExtractor(
+        weights=None, max_size=224, progress=False, random_state=0
+    ).fit_transform(copydays.images)
+    pretrained = _leave_one_out_map(GeMPooling().fit_transform(pretrained_maps), copydays.target)
+    random = _leave_one_out_map(GeMPooling().fit_transform(random_maps), copydays.target)
+    assert pretrained > random + 0.1
+
+
+def test_pipeline_memory_extracts_once_per_training_set(tmp_path, monkeypatch, copydays):
+    calls = []
+    original = CNNFeatureExtractor.transform
+
+    def counting_transform(self, X):
+        calls.append(len(X))
+        return original(self, X)
+
+    monkeypatch.setattr(CNNFeatureExtractor, "transform", counting_transform)
+    images, labels = copydays.images[:24], copydays.target[:24]
+
+    def grid_search(memory):
+        pipeline = Pipeline(
+            [
+                ("extract", CNNFeatureExtractor(weights=None, max_size=64, progress=False,
+                                                random_state=0)),
+                ("pool", GeMPooling()),
+                ("search", ImageRetriever()),
+            ],
+            memory=memory,
+        )
+        grid = GridSearchCV(
+            pipeline, {"pool__p": [1.0, 3.0, 6.0]}, scoring=map_scorer,
+            cv=KFold(2, shuffle=True, random_state=0), error_score="raise",
+        )
+        return grid.fit(images, labels)
+
+    uncached = grid_search(None)
+    n_uncached = len(calls)
+    calls.clear()
+    grid_search(str(tmp_path / "cache"))
+    n_first = len(calls)
+    calls.clear()
+    cached = grid_search(str(tmp_path / "cache"))
+    # Training folds are extracted once per fold (then reused for every p); test folds are
+    # extracted at scoring time. A second identical search finds all training folds cached.
+    assert n_first < n_uncached
+    assert len(calls) < n_first
+    np.testing.assert_allclose(
+        cached.cv_results_["mean_test_score"], uncached.cv_results_["mean_test_score"]
+    )
