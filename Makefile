@@ -30,6 +30,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_extraction.py
 	$(PY) benchmarks/bench_search.py
+	$(PY) benchmarks/bench_geometry.py
 
 clean:
 	rm -rf $(VENV) demo_output build *.egg-info

@@ -12,23 +12,56 @@ Each distance is a *kernel* in two halves:
 calls ``pairwise`` on blocks of queries. New descriptor types plug in by calling
 :func:`register_kernel`.
 
-The plain functions (:func:`cosine_distances`, :func:`euclidean_distances`) are the maths;
-:class:`DistanceKernel` binds them to a descriptor type.
+The plain functions (:func:`cosine_distances`, :func:`euclidean_distances`,
+:func:`affine_invariant_distances`, ...) are the maths; :class:`DistanceKernel` binds them to a
+descriptor type. One metric name may serve several descriptor types (``"wasserstein"`` and
+``"kl"`` for SPD matrices and, later, Gaussian mixtures): kernels are registered per
+``(name, descriptor)`` and the one whose ``accepts`` predicate takes the input is used.
+
+SPD matrices (an ``(n, d, d)`` array of covariance matrices, each read as the zero-mean Gaussian
+``N(0, S)``) have these metrics:
+
+- ``"affine_invariant"``: ``sqrt(sum_i log^2 lambda_i)`` over the generalised eigenvalues of
+  ``(q, d)``; a true metric (the geodesic distance of the affine-invariant Riemannian metric).
+  ``metric_params={"shortlist": k}`` makes the search approximate and faster: ``k`` candidates
+  per query by Euclidean distance in the tangent space at the database's log-Euclidean mean
+  (one matrix product), then the exact distance for those only; every other database item is
+  at distance ``+inf``, so ask for at most ``k`` neighbours.
+- ``"log_euclidean"``: ``|log q - log d|_F``; a true metric.
+- ``"wasserstein"``: the Bures-Wasserstein (2-Wasserstein) distance between the Gaussians; a
+  true metric.
+- ``"stein"``: ``sqrt(logdet((q + d) / 2) - logdet(q) / 2 - logdet(d) / 2)``, the square root
+  of the S-divergence (Jensen-Bregman LogDet); a true metric (Sra 2016), equal to pyriemann's
+  ``distance_logdet``.
+- ``"kl"``: ``KL(N(0, q) || N(0, d))``, query first, database second. Not symmetric and not a
+  metric; ranking uses it as it is.
+- ``"jeffreys"``: ``KL(q || d) + KL(d || q)`` (the sum, not the mean, as pyriemann's
+  ``distance_kullback_sym``); symmetric but without the triangle inequality.
+
+Every SPD kernel works in float64 whatever the input precision, and returns float64.
 """
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from functools import partial
+from numbers import Integral
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 from sklearn.utils.validation import check_array
 
 __all__ = [
     "DistanceKernel",
+    "affine_invariant_distances",
+    "bures_wasserstein_distances",
     "cosine_distances",
     "euclidean_distances",
     "get_kernel",
+    "jeffreys_distances",
+    "kl_divergences",
+    "log_euclidean_distances",
     "register_kernel",
     "registered_metrics",
+    "stein_distances",
 ]
 
 
@@ -108,7 +141,7 @@ class DistanceKernel:
         The ``metric`` name users pass to :class:`~skretrieval.neighbors.ImageRetriever`.
     descriptor : str
         What the descriptors are, for error messages: ``"vectors"`` (an ``(n, d)`` array),
-        later ``"SPD matrices"`` or ``"Gaussian mixtures"``.
+        ``"SPD matrices"`` (an ``(n, d, d)`` array), later ``"Gaussian mixtures"``.
     validate : callable
         ``validate(X, name) -> X``; checks the type and values of a descriptor set, raising a
         ``ValueError``/``TypeError`` that names the problem.
@@ -118,6 +151,10 @@ class DistanceKernel:
         ``pairwise(query_state, database_state) -> (n_queries, n_database)`` distances.
     n_samples : callable
         ``n_samples(X) -> int`` for a validated set.
+    accepts : callable or None, default=None
+        ``accepts(X) -> bool``, a cheap test of whether ``X`` is of this descriptor type (its
+        container and shape, not its values). Used to choose among kernels registered under the
+        same name for different descriptor types; None accepts anything.
     """
 
     name: str
@@ -126,14 +163,20 @@ class DistanceKernel:
     prepare: Callable[..., Any]
     pairwise: Callable[[Any, Any], np.ndarray]
     n_samples: Callable[[Any], int] = len
+    accepts: Callable[[Any], bool] | None = None
 
 
+# metric name -> {descriptor: kernel}, in registration order.
 _KERNELS = {}
 
 
 def register_kernel(kernel):
-    """Make ``kernel.name`` available as an ``ImageRetriever`` metric (replacing any previous)."""
-    _KERNELS[kernel.name] = kernel
+    """Make ``kernel.name`` available as an ``ImageRetriever`` metric for its descriptor type.
+
+    A kernel replaces any previous one with the same name and descriptor; kernels with the same
+    name and different descriptors live side by side and are chosen by their ``accepts``.
+    """
+    _KERNELS.setdefault(kernel.name, {})[kernel.descriptor] = kernel
     return kernel
 
 
@@ -142,14 +185,59 @@ def registered_metrics():
     return sorted(_KERNELS)
 
 
-def get_kernel(metric):
-    """Return the registered :class:`DistanceKernel` for ``metric``, or raise a ``ValueError``."""
+def get_kernel(metric, X=None):
+    """Return the :class:`DistanceKernel` for ``metric`` (and input ``X``), or raise.
+
+    Parameters
+    ----------
+    metric : str
+        A registered metric name.
+    X : descriptor set, default=None
+        The descriptors to be compared. Required when several descriptor types share the
+        name: the kernel whose ``accepts`` takes ``X`` is returned.
+
+    Returns
+    -------
+    kernel : DistanceKernel
+    """
     try:
-        return _KERNELS[metric]
+        kernels = tuple(_KERNELS[metric].values())
     except KeyError:
         raise ValueError(
             f"Unknown metric {metric!r}; registered metrics are {registered_metrics()}."
         ) from None
+    if len(kernels) == 1:
+        return kernels[0]
+    if X is None:
+        raise ValueError(
+            f"Metric {metric!r} is defined for several descriptor types "
+            f"({', '.join(kernel.descriptor for kernel in kernels)}); pass the descriptors as X "
+            "to choose."
+        )
+    return _select_kernel(metric, kernels, X)
+
+
+def _describe(X):
+    shape = getattr(X, "shape", None)
+    if isinstance(shape, tuple):
+        return f"{type(X).__name__} of shape {shape}"
+    return f"a {type(X).__name__}"
+
+
+def _vectors_hint(X):
+    try:
+        is_matrix = np.ndim(X) == 2
+    except (ValueError, TypeError):
+        is_matrix = False
+    return " -- vectors go with metric='cosine' or 'euclidean'" if is_matrix else ""
+
+
+def _select_kernel(metric, kernels, X):
+    for kernel in kernels:
+        if kernel.accepts is None or kernel.accepts(X):
+            return kernel
+    expected = " or ".join(kernel.descriptor for kernel in kernels)
+    raise ValueError(f"metric {metric!r} expects {expected}; got {_describe(X)}{_vectors_hint(X)}.")
 
 
 # --- vectors: cosine and euclidean -------------------------------------------------------------
@@ -195,3 +283,572 @@ register_kernel(
         pairwise=_pairwise_euclidean,
     )
 )
+
+
+# --- SPD matrices ------------------------------------------------------------------------------
+
+# Relative asymmetry |X - X^T| / max|X| tolerated (and then removed) in an SPD matrix: float32
+# covariances computed by a BLAS are symmetric only to about this.
+_SYMMETRY_RTOL = 1e-5
+# Database matrices processed together for one query: keeps the (chunk, d, d) temporaries at
+# about 32 MiB of float64 whatever the database size.
+_CHUNK_ELEMENTS = 2**22
+
+
+def _looks_like_spd(X):
+    """Whether ``X`` is an array (or nested list) with three dimensions, whatever its values."""
+    if not isinstance(X, (np.ndarray, list, tuple)):
+        return False
+    try:
+        return np.ndim(X) == 3
+    except ValueError:  # a ragged nested list
+        return False
+
+
+def _check_spd_matrices(X, name="X", metric=None):
+    """``X`` as a C-contiguous float64 ``(n, d, d)`` array of symmetrised SPD matrices, or raise.
+
+    The error names the first offending matrix and what is wrong with it.
+    """
+    who = f"metric {metric!r} expects" if metric else f"{name} must be"
+    if not isinstance(X, (np.ndarray, list, tuple)):
+        raise TypeError(f"{who} SPD matrices of shape (n, d, d); got {_describe(X)}.")
+    try:
+        X = np.asarray(X)
+    except ValueError as error:
+        raise ValueError(f"{who} SPD matrices of shape (n, d, d); got a ragged input.") from error
+    if X.dtype.kind not in "biuf":
+        raise TypeError(f"{who} SPD matrices of real numbers; {name} has dtype {X.dtype}.")
+    if X.ndim != 3 or X.shape[1] != X.shape[2]:
+        raise ValueError(
+            f"{who} SPD matrices of shape (n, d, d); got an array of shape {X.shape}"
+            f"{_vectors_hint(X)}."
+        )
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{name} is empty: shape {X.shape}; need at least one 1x1 matrix.")
+    X = np.array(X, dtype=np.float64, order="C")
+    finite = np.isfinite(X).all(axis=(1, 2))
+    if not finite.all():
+        first = int(np.flatnonzero(~finite)[0])
+        what = "NaN" if np.isnan(X[first]).any() else "infinite values"
+        raise ValueError(f"{name}[{first}] contains {what}; SPD matrices must be finite.")
+    scale = np.abs(X).max(axis=(1, 2))
+    asymmetry = np.abs(X - X.transpose(0, 2, 1)).max(axis=(1, 2))
+    asymmetric = asymmetry > _SYMMETRY_RTOL * scale
+    if asymmetric.any():
+        first = int(np.flatnonzero(asymmetric)[0])
+        raise ValueError(
+            f"{name}[{first}] is not symmetric: max |X - X^T| = {asymmetry[first]:.3g} for "
+            f"entries up to {scale[first]:.3g}."
+        )
+    X += X.transpose(0, 2, 1)
+    X *= 0.5
+    try:
+        np.linalg.cholesky(X)
+    except np.linalg.LinAlgError:
+        # Only on the error path: find which matrix failed, with its smallest eigenvalue.
+        smallest = np.linalg.eigvalsh(X)[:, 0]
+        failed = np.flatnonzero(smallest <= 0)
+        first = int(failed[0]) if len(failed) else int(np.argmin(smallest))
+        raise ValueError(
+            f"{name}[{first}] is not positive definite: smallest eigenvalue {smallest[first]:.3g}."
+        ) from None
+    return X
+
+
+def _check_means(means, n, d, name):
+    if means is None:
+        return None
+    means = np.asarray(means, dtype=np.float64)
+    if means.shape != (n, d):
+        raise ValueError(f"{name} must have shape ({n}, {d}); got {means.shape}.")
+    if not np.isfinite(means).all():
+        raise ValueError(f"{name} contains NaN or infinite values.")
+    return means
+
+
+def _check_same_dimension(Q, D):
+    if Q.shape[-1] != D.shape[-1]:
+        raise ValueError(
+            f"The queries are {Q.shape[-1]}x{Q.shape[-1]} matrices but the database holds "
+            f"{D.shape[-1]}x{D.shape[-1]} ones; both must have the same size."
+        )
+
+
+def _chunks(n, d):
+    step = max(1, _CHUNK_ELEMENTS // (d * d))
+    return (slice(start, min(start + step, n)) for start in range(0, n, step))
+
+
+def _congruence(D, W):
+    """``W^T D_i W`` for every matrix ``D_i`` of ``D``, with two GEMMs over the whole stack."""
+    n, d, _ = D.shape
+    # D_i W for all i in one product; its per-matrix transpose is W^T D_i (D_i is symmetric).
+    DW = (D.reshape(n * d, d) @ W).reshape(n, d, d)
+    return (DW.transpose(0, 2, 1).reshape(n * d, d) @ W).reshape(n, d, d)
+
+
+def _triu_vectors(S):
+    """Upper triangles of symmetric matrices as rows, off-diagonal entries times sqrt(2).
+
+    Then the dot product of two rows is the Frobenius inner product of the matrices.
+    """
+    d = S.shape[-1]
+    rows, columns = np.triu_indices(d)
+    weights = np.where(rows == columns, 1.0, np.sqrt(2.0))
+    return S[:, rows, columns] * weights
+
+
+def _logdets(S):
+    """``log det`` of SPD matrices from their Cholesky factors."""
+    L = np.linalg.cholesky(S)
+    return 2 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
+
+
+# Affine-invariant.
+
+
+def _pairwise_affine_invariant(Q, D):
+    _check_same_dimension(Q, D)
+    n, d = D.shape[0], D.shape[1]
+    distances = np.empty((Q.shape[0], n))
+    tiny = np.finfo(np.float64).tiny
+    for i, q in enumerate(Q):
+        # The generalised eigenvalues of (D_j, q) are the eigenvalues of q^-1/2 D_j q^-1/2.
+        w, V = np.linalg.eigh(q)
+        inv_sqrt = (V / np.sqrt(w)) @ V.T
+        for part in _chunks(n, d):
+            eigenvalues = np.linalg.eigvalsh(_congruence(D[part], inv_sqrt))
+            log_eigenvalues = np.log(np.maximum(eigenvalues, tiny))
+            distances[i, part] = np.einsum("ij,ij->i", log_eigenvalues, log_eigenvalues)
+    return np.sqrt(distances, out=distances)
+
+
+def affine_invariant_distances(Q, D):
+    """Affine-invariant Riemannian distance between every SPD matrix of ``Q`` and of ``D``.
+
+    ``d(q, d) = sqrt(sum_i log^2 lambda_i)`` with ``lambda_i`` the generalised eigenvalues of
+    ``(q, d)``: per query one eigendecomposition gives ``q^{-1/2}``, then one batched
+    ``eigvalsh`` of ``q^{-1/2} D q^{-1/2}`` covers the whole database.
+
+    Parameters
+    ----------
+    Q : array-like of shape (n_queries, d, d)
+        SPD matrices.
+    D : array-like of shape (n_database, d, d)
+        SPD matrices.
+
+    Returns
+    -------
+    distances : ndarray of shape (n_queries, n_database)
+        float64 distances.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> Q = np.eye(2)[None]
+    >>> D = np.stack([np.eye(2), np.diag([np.e, 1 / np.e])])
+    >>> affine_invariant_distances(Q, D).round(6)
+    array([[0.      , 1.414214]])
+    """
+    return _pairwise_affine_invariant(_check_spd_matrices(Q, "Q"), _check_spd_matrices(D, "D"))
+
+
+# Log-Euclidean.
+
+
+class _LogEuclideanState(NamedTuple):
+    log_vectors: np.ndarray
+    squared_norms: np.ndarray
+    dim: int
+
+
+def _prepare_log_euclidean(X):
+    w, V = np.linalg.eigh(X)
+    logs = (V * np.log(w)[:, None, :]) @ V.transpose(0, 2, 1)
+    vectors = _triu_vectors(logs)
+    return _LogEuclideanState(vectors, np.einsum("ij,ij->i", vectors, vectors), X.shape[-1])
+
+
+def _pairwise_log_euclidean(query_state, database_state):
+    if query_state.dim != database_state.dim:
+        _check_same_dimension(np.empty((0, query_state.dim)), np.empty((0, database_state.dim)))
+    return euclidean_distances(
+        query_state.log_vectors,
+        database_state.log_vectors,
+        D_squared_norms=database_state.squared_norms,
+    )
+
+
+def log_euclidean_distances(Q, D):
+    """Log-Euclidean distance ``|log q - log d|_F`` between every SPD matrix of ``Q`` and ``D``.
+
+    Each matrix logarithm is computed once (a batched eigendecomposition); the distances are then
+    Euclidean distances between the upper triangles of the logarithms (off-diagonal entries
+    weighted by ``sqrt(2)``), one matrix product for the whole block.
+
+    Parameters
+    ----------
+    Q : array-like of shape (n_queries, d, d)
+        SPD matrices.
+    D : array-like of shape (n_database, d, d)
+        SPD matrices.
+
+    Returns
+    -------
+    distances : ndarray of shape (n_queries, n_database)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> log_euclidean_distances(np.eye(2)[None], np.diag([np.e, 1.0])[None]).round(6)
+    array([[1.]])
+    """
+    return _pairwise_log_euclidean(
+        _prepare_log_euclidean(_check_spd_matrices(Q, "Q")),
+        _prepare_log_euclidean(_check_spd_matrices(D, "D")),
+    )
+
+
+# Affine-invariant search with a tangent-space shortlist.
+
+
+class _AffineInvariantState(NamedTuple):
+    matrices: np.ndarray
+    shortlist: int | None = None
+    reference_inv_sqrt: np.ndarray | None = None  # M^-1/2, M the set's log-Euclidean mean
+    tangent: _LogEuclideanState | None = None  # log(M^-1/2 X M^-1/2)
+
+
+def _prepare_affine_invariant(X, shortlist=None):
+    """State of the ``"affine_invariant"`` kernel; ``shortlist`` switches on approximate search.
+
+    With ``shortlist=k`` each set is also mapped to the tangent space at its log-Euclidean mean
+    ``M``: ``log(M^-1/2 X M^-1/2)``, where Euclidean distances approximate affine-invariant ones
+    (exactly at ``M``). The database's tangent vectors pick ``k`` candidates per query with one
+    matrix product; only those get the exact distance.
+    """
+    if shortlist is None:
+        return _AffineInvariantState(X)
+    if not isinstance(shortlist, Integral) or isinstance(shortlist, bool):
+        raise TypeError(f"shortlist must be an integer or None; got {type(shortlist).__name__}.")
+    if shortlist < 1:
+        raise ValueError(f"shortlist must be >= 1; got {shortlist}.")
+    w, V = np.linalg.eigh(X)
+    mean_log = ((V * np.log(w)[:, None, :]) @ V.transpose(0, 2, 1)).mean(axis=0)
+    # M^-1/2 = exp(-mean_log / 2).
+    w, V = np.linalg.eigh(mean_log)
+    reference_inv_sqrt = (V * np.exp(-0.5 * w)) @ V.T
+    tangent = _prepare_log_euclidean(_congruence(X, reference_inv_sqrt))
+    return _AffineInvariantState(X, int(shortlist), reference_inv_sqrt, tangent)
+
+
+def _pairwise_affine_invariant_search(query_state, database_state):
+    Q, D = query_state.matrices, database_state.matrices
+    k = database_state.shortlist
+    if k is None or k >= D.shape[0]:
+        return _pairwise_affine_invariant(Q, D)
+    _check_same_dimension(Q, D)
+    # The queries go to the database's tangent space (their own reference point is unused).
+    query_tangent = _prepare_log_euclidean(_congruence(Q, database_state.reference_inv_sqrt))
+    approximate = _pairwise_log_euclidean(query_tangent, database_state.tangent)
+    candidates = np.argpartition(approximate, k - 1, axis=1)[:, :k]
+    distances = np.full(approximate.shape, np.inf)
+    for i, q in enumerate(Q):
+        distances[i, candidates[i]] = _pairwise_affine_invariant(q[None], D[candidates[i]])[0]
+    return distances
+
+
+# Gaussians: Kullback-Leibler and Jeffreys.
+
+
+class _GaussianState(NamedTuple):
+    """What the closed-form KL needs of a set of Gaussians ``N(m, S)``, ``P = S^-1``."""
+
+    moment_vectors: np.ndarray  # triu vectors of S + m m^T
+    means: np.ndarray | None  # None for zero means
+    precision_vectors: np.ndarray  # triu vectors of P
+    precision_means: np.ndarray | None  # P m
+    mahalanobis_norms: np.ndarray | None  # m^T P m
+    logdets: np.ndarray
+    dim: int
+
+
+def _prepare_gaussians(covariances, means=None):
+    precisions = np.linalg.inv(covariances)
+    precisions += precisions.transpose(0, 2, 1)
+    precisions *= 0.5
+    moments = covariances
+    precision_means = mahalanobis_norms = None
+    if means is not None:
+        moments = covariances + means[:, :, None] * means[:, None, :]
+        precision_means = np.einsum("nij,nj->ni", precisions, means)
+        mahalanobis_norms = np.einsum("ni,ni->n", means, precision_means)
+    return _GaussianState(
+        _triu_vectors(moments),
+        means,
+        _triu_vectors(precisions),
+        precision_means,
+        mahalanobis_norms,
+        _logdets(covariances),
+        covariances.shape[-1],
+    )
+
+
+def _kl_without_logdets(query_state, database_state):
+    """``tr(Pd Sq) + (md - mq)^T Pd (md - mq)`` for every pair, by matrix products.
+
+    ``tr(Pd Sq) + mq^T Pd mq = <Pd, Sq + mq mq^T>_F`` is one GEMM; the cross term another.
+    """
+    if query_state.dim != database_state.dim:
+        _check_same_dimension(np.empty((0, query_state.dim)), np.empty((0, database_state.dim)))
+    terms = query_state.moment_vectors @ database_state.precision_vectors.T
+    if database_state.means is not None:
+        terms += database_state.mahalanobis_norms[None, :]
+        if query_state.means is not None:
+            terms -= 2 * (query_state.means @ database_state.precision_means.T)
+    # With zero database means, mq^T Pd mq is already inside the moment vectors.
+    return terms
+
+
+def _pairwise_kl(query_state, database_state):
+    divergences = _kl_without_logdets(query_state, database_state)
+    divergences += database_state.logdets[None, :]
+    divergences -= (query_state.logdets + query_state.dim)[:, None]
+    divergences *= 0.5
+    return np.maximum(divergences, 0, out=divergences)
+
+
+def _pairwise_jeffreys(query_state, database_state):
+    # The log-determinants of KL(q || d) and KL(d || q) cancel.
+    divergences = _kl_without_logdets(query_state, database_state)
+    divergences += _kl_without_logdets(database_state, query_state).T
+    divergences *= 0.5
+    divergences -= query_state.dim
+    return np.maximum(divergences, 0, out=divergences)
+
+
+def _gaussian_states(Q, D, Q_means, D_means):
+    Q, D = _check_spd_matrices(Q, "Q"), _check_spd_matrices(D, "D")
+    _check_same_dimension(Q, D)
+    Q_means = _check_means(Q_means, *Q.shape[:2], "Q_means")
+    D_means = _check_means(D_means, *D.shape[:2], "D_means")
+    return _prepare_gaussians(Q, Q_means), _prepare_gaussians(D, D_means)
+
+
+def kl_divergences(Q, D, *, Q_means=None, D_means=None):
+    """Kullback-Leibler divergence ``KL(N(mq, q) || N(md, d))`` for every query and database item.
+
+    ``0.5 [tr(Sd^-1 Sq) + (md - mq)^T Sd^-1 (md - mq) - n + log det Sd - log det Sq]``, with the
+    inverses and log-determinants computed once per matrix and the pairwise terms as matrix
+    products. The direction is query ``||`` database (pyriemann's ``distance_kullback(q, d)``);
+    it is not symmetric.
+
+    Parameters
+    ----------
+    Q : array-like of shape (n_queries, d, d)
+        Covariance matrices of the query Gaussians.
+    D : array-like of shape (n_database, d, d)
+        Covariance matrices of the database Gaussians.
+    Q_means : array-like of shape (n_queries, d), default=None
+        Means of the query Gaussians; None for zero means.
+    D_means : array-like of shape (n_database, d), default=None
+        Means of the database Gaussians; None for zero means.
+
+    Returns
+    -------
+    divergences : ndarray of shape (n_queries, n_database)
+        Non-negative float64 divergences.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> kl_divergences(np.eye(1)[None], np.eye(1)[None], D_means=[[2.0]])
+    array([[2.]])
+    """
+    return _pairwise_kl(*_gaussian_states(Q, D, Q_means, D_means))
+
+
+def jeffreys_distances(Q, D, *, Q_means=None, D_means=None):
+    """Jeffreys divergence ``KL(q || d) + KL(d || q)`` for every query and database item.
+
+    The symmetrised KL as a sum (pyriemann's ``distance_kullback_sym``), not the mean some
+    authors use. Symmetric, but not a metric (no triangle inequality).
+
+    Parameters
+    ----------
+    Q : array-like of shape (n_queries, d, d)
+        Covariance matrices of the query Gaussians.
+    D : array-like of shape (n_database, d, d)
+        Covariance matrices of the database Gaussians.
+    Q_means : array-like of shape (n_queries, d), default=None
+        Means of the query Gaussians; None for zero means.
+    D_means : array-like of shape (n_database, d), default=None
+        Means of the database Gaussians; None for zero means.
+
+    Returns
+    -------
+    divergences : ndarray of shape (n_queries, n_database)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> jeffreys_distances(np.eye(1)[None], 2 * np.eye(1)[None])
+    array([[0.25]])
+    """
+    return _pairwise_jeffreys(*_gaussian_states(Q, D, Q_means, D_means))
+
+
+# Bures-Wasserstein.
+
+
+class _BuresState(NamedTuple):
+    covariances: np.ndarray
+    means: np.ndarray | None
+    traces: np.ndarray
+
+
+def _prepare_bures(X, means=None):
+    return _BuresState(X, means, np.trace(X, axis1=1, axis2=2))
+
+
+def _pairwise_bures(query_state, database_state):
+    Q, D = query_state.covariances, database_state.covariances
+    _check_same_dimension(Q, D)
+    n, d = D.shape[0], D.shape[1]
+    squared = query_state.traces[:, None] + database_state.traces[None, :]
+    for i, q in enumerate(Q):
+        # With q = L L^T, L^T D_j L is similar to q^1/2 D_j q^1/2: same eigenvalues, and a
+        # Cholesky factor is cheaper than a matrix square root.
+        L = np.linalg.cholesky(q)
+        for part in _chunks(n, d):
+            eigenvalues = np.linalg.eigvalsh(_congruence(D[part], L))
+            np.maximum(eigenvalues, 0, out=eigenvalues)  # rounding below zero
+            squared[i, part] -= 2 * np.sqrt(eigenvalues).sum(axis=1)
+    Qm, Dm = query_state.means, database_state.means
+    if Qm is not None or Dm is not None:
+        Qm = np.zeros(Q.shape[:2]) if Qm is None else Qm
+        Dm = np.zeros(D.shape[:2]) if Dm is None else Dm
+        squared += euclidean_distances(Qm, Dm) ** 2
+    np.maximum(squared, 0, out=squared)
+    return np.sqrt(squared, out=squared)
+
+
+def bures_wasserstein_distances(Q, D, *, Q_means=None, D_means=None):
+    """2-Wasserstein distance between Gaussians ``N(mq, A)`` and ``N(md, B)``.
+
+    ``W2^2 = |mq - md|^2 + tr A + tr B - 2 tr (A^1/2 B A^1/2)^1/2``. Per query ``A = L L^T``
+    (Cholesky) and the last trace is the sum of the square roots of the eigenvalues of
+    ``L^T B L``, one batched ``eigvalsh`` over the database. Eigenvalues and ``W2^2`` that
+    rounding takes below zero are clipped to zero. Returns ``W2`` (the distance, not its
+    square), as pyriemann's ``distance_wasserstein`` and POT's ``bures_wasserstein_distance``.
+
+    Parameters
+    ----------
+    Q : array-like of shape (n_queries, d, d)
+        Covariance matrices of the query Gaussians.
+    D : array-like of shape (n_database, d, d)
+        Covariance matrices of the database Gaussians.
+    Q_means : array-like of shape (n_queries, d), default=None
+        Means of the query Gaussians; None for zero means.
+    D_means : array-like of shape (n_database, d), default=None
+        Means of the database Gaussians; None for zero means.
+
+    Returns
+    -------
+    distances : ndarray of shape (n_queries, n_database)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> bures_wasserstein_distances(np.eye(2)[None], 4 * np.eye(2)[None]).round(6)
+    array([[1.414214]])
+    """
+    Q, D = _check_spd_matrices(Q, "Q"), _check_spd_matrices(D, "D")
+    _check_same_dimension(Q, D)
+    Q_means = _check_means(Q_means, *Q.shape[:2], "Q_means")
+    D_means = _check_means(D_means, *D.shape[:2], "D_means")
+    return _pairwise_bures(_prepare_bures(Q, Q_means), _prepare_bures(D, D_means))
+
+
+# Stein (S-divergence).
+
+
+class _SteinState(NamedTuple):
+    matrices: np.ndarray
+    logdets: np.ndarray
+
+
+def _prepare_stein(X):
+    return _SteinState(X, _logdets(X))
+
+
+def _pairwise_stein(query_state, database_state):
+    Q, D = query_state.matrices, database_state.matrices
+    _check_same_dimension(Q, D)
+    n, d = D.shape[0], D.shape[1]
+    divergences = np.empty((Q.shape[0], n))
+    for i, q in enumerate(Q):
+        for part in _chunks(n, d):
+            midpoints = D[part] + q
+            midpoints *= 0.5
+            divergences[i, part] = _logdets(midpoints)
+    divergences -= 0.5 * query_state.logdets[:, None]
+    divergences -= 0.5 * database_state.logdets[None, :]
+    np.maximum(divergences, 0, out=divergences)
+    return np.sqrt(divergences, out=divergences)
+
+
+def stein_distances(Q, D):
+    """Square root of the S-divergence (Jensen-Bregman LogDet) between SPD matrices.
+
+    ``sqrt(log det((q + d) / 2) - log det(q) / 2 - log det(d) / 2)``, a metric (Sra 2016) and
+    pyriemann's ``distance_logdet``. Per query, one batched Cholesky factorisation of the
+    midpoints over the database.
+
+    Parameters
+    ----------
+    Q : array-like of shape (n_queries, d, d)
+        SPD matrices.
+    D : array-like of shape (n_database, d, d)
+        SPD matrices.
+
+    Returns
+    -------
+    distances : ndarray of shape (n_queries, n_database)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> stein_distances(np.eye(1)[None], np.eye(1)[None])
+    array([[0.]])
+    """
+    return _pairwise_stein(
+        _prepare_stein(_check_spd_matrices(Q, "Q")), _prepare_stein(_check_spd_matrices(D, "D"))
+    )
+
+
+def _validate_spd(metric, X, name="X"):
+    return _check_spd_matrices(X, name, metric=metric)
+
+
+_SPD_KERNELS = {
+    "affine_invariant": (_prepare_affine_invariant, _pairwise_affine_invariant_search),
+    "log_euclidean": (_prepare_log_euclidean, _pairwise_log_euclidean),
+    "kl": (_prepare_gaussians, _pairwise_kl),
+    "jeffreys": (_prepare_gaussians, _pairwise_jeffreys),
+    "wasserstein": (_prepare_bures, _pairwise_bures),
+    "stein": (_prepare_stein, _pairwise_stein),
+}
+
+for _metric, (_prepare, _pairwise) in _SPD_KERNELS.items():
+    register_kernel(
+        DistanceKernel(
+            name=_metric,
+            descriptor="SPD matrices",
+            validate=partial(_validate_spd, _metric),
+            prepare=_prepare,
+            pairwise=_pairwise,
+            accepts=_looks_like_spd,
+        )
+    )

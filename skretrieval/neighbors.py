@@ -78,10 +78,16 @@ class ImageRetriever(BaseEstimator):
     n_neighbors : int, default=10
         Number of neighbours returned by :meth:`kneighbors` when not given there.
     metric : str, default="cosine"
-        Distance between descriptors, a name registered in :mod:`skretrieval.geometry`:
-        ``"cosine"`` or ``"euclidean"`` for vectors.
+        Distance between descriptors, a name registered in :mod:`skretrieval.geometry`
+        (``registered_metrics()`` lists them): ``"cosine"`` or ``"euclidean"`` for vectors;
+        ``"affine_invariant"``, ``"log_euclidean"``, ``"kl"``, ``"jeffreys"``,
+        ``"wasserstein"`` or ``"stein"`` for SPD matrices (an ``(n, d, d)`` array). The kernel
+        is chosen by the type of the database given to ``fit``; a metric that does not fit
+        the descriptor type is an error that says so.
     metric_params : dict, default=None
-        Extra keyword arguments for the metric's kernel.
+        Extra keyword arguments for the metric's kernel, e.g. ``{"shortlist": 200}`` for
+        ``"affine_invariant"``: approximate search that ranks a tangent-space shortlist of
+        200 candidates exactly (then ask for at most 200 neighbours).
     n_jobs : int, default=None
         Number of threads searching query blocks in parallel. ``None`` means 1 unless in a
         :func:`joblib.parallel_backend` context; ``-1`` means all processors. The matrix
@@ -144,7 +150,7 @@ class ImageRetriever(BaseEstimator):
         self : ImageRetriever
             The fitted retriever.
         """
-        self._kernel = get_kernel(self.metric)
+        self._kernel = get_kernel(self.metric, X)
         X = self._validate_descriptors(X, reset=True)
         self.n_samples_fit_ = self._kernel.n_samples(X)
         if y is None:
