@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from sklearn.model_selection import GridSearchCV, KFold
-from sklearn.pipeline import Pipeline
+from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
+from sklearn.pipeline import Pipeline, make_pipeline
 
 from skretrieval.datasets import make_copydays
 from skretrieval.extraction import CNNFeatureExtractor
@@ -90,3 +90,42 @@ def test_pipeline_memory_extracts_once_per_training_set(tmp_path, monkeypatch, c
     np.testing.assert_allclose(
         cached.cv_results_["mean_test_score"], uncached.cv_results_["mean_test_score"]
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("metric", ["affine_invariant", "log_euclidean", "jeffreys"])
+def test_covariance_descriptors_find_the_copies_of_real_photos(copydays, pretrained_maps, metric):
+    # Qian et al. 2017: each image is the covariance of its PCA-reduced local deep features.
+    from skretrieval.descriptors import LocalPCA, SparseCovariance
+
+    covariances = make_pipeline(
+        LocalPCA(n_components=16, random_state=0), SparseCovariance(estimator="oas")
+    ).fit_transform(pretrained_maps)
+    labels = copydays.target
+    retriever = ImageRetriever(metric=metric).fit(covariances, labels)
+    distances, indices = retriever.kneighbors(n_neighbors=len(labels) - 1)
+    assert mean_average_precision(labels[indices] == labels[:, None], -distances) >= 0.9
+
+
+@pytest.mark.slow
+def test_grid_search_over_local_dimension_and_riemannian_metric(copydays, pretrained_maps):
+    from skretrieval.descriptors import LocalPCA, SparseCovariance
+
+    pipeline = Pipeline(
+        [
+            ("local", LocalPCA(random_state=0)),
+            ("covariance", SparseCovariance(estimator="oas")),
+            ("search", ImageRetriever()),
+        ]
+    )
+    grid = GridSearchCV(
+        pipeline,
+        {"local__n_components": [2, 12], "search__metric": ["affine_invariant", "log_euclidean"]},
+        scoring=map_scorer,
+        cv=StratifiedKFold(3, shuffle=True, random_state=0),
+        error_score="raise",
+    )
+    grid.fit(pretrained_maps, copydays.target)
+    scores = grid.cv_results_["mean_test_score"]
+    assert np.isfinite(scores).all()
+    assert grid.best_params_["local__n_components"] == 12
