@@ -31,6 +31,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_extraction.py
 	$(PY) benchmarks/bench_search.py
 	$(PY) benchmarks/bench_geometry.py
+	$(PY) benchmarks/bench_gmm.py --n-queries 10
+	$(PY) benchmarks/bench_orl.py
 
 clean:
 	rm -rf $(VENV) demo_output build *.egg-info
