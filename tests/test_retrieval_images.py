@@ -129,3 +129,33 @@ def test_grid_search_over_local_dimension_and_riemannian_metric(copydays, pretra
     scores = grid.cv_results_["mean_test_score"]
     assert np.isfinite(scores).all()
     assert grid.best_params_["local__n_components"] == 12
+
+
+@pytest.mark.slow
+def test_mixture_descriptors_in_grid_search_over_components_and_metric(copydays, pretrained_maps):
+    # CNN -> LocalPCA -> a Gaussian mixture per image -> MW2 or mixture KL (Qian et al. 2017).
+    from skretrieval.descriptors import GMMDescriptor, LocalPCA
+
+    pipeline = Pipeline(
+        [
+            ("local", LocalPCA(n_components=8, random_state=0)),
+            ("gmm", GMMDescriptor(covariance_type="diag", reg_covar=1e-3, random_state=0)),
+            ("search", ImageRetriever()),
+        ]
+    )
+    grid = GridSearchCV(
+        pipeline,
+        {"gmm__n_components": [1, 2], "search__metric": ["wasserstein", "kl"]},
+        scoring=map_scorer,
+        cv=StratifiedKFold(3, shuffle=True, random_state=0),
+        error_score="raise",
+    )
+    grid.fit(pretrained_maps, copydays.target)
+    assert np.isfinite(grid.cv_results_["mean_test_score"]).all()
+    assert grid.best_score_ >= 0.8
+    # Leave-one-out with the chosen pipeline on all photos.
+    mixtures = grid.best_estimator_[:-1].transform(pretrained_maps)
+    labels = copydays.target
+    retriever = ImageRetriever(metric=grid.best_params_["search__metric"]).fit(mixtures, labels)
+    distances, indices = retriever.kneighbors(n_neighbors=len(labels) - 1)
+    assert mean_average_precision(labels[indices] == labels[:, None], -distances) >= 0.85
