@@ -23,6 +23,7 @@ import numpy as np
 import skretrieval
 
 POOLINGS = ("spoc", "mac", "gem", "rmac")
+_POOLING_NAMES = {"spoc": "SPoC", "mac": "MAC", "gem": "GeM", "rmac": "R-MAC"}
 
 
 def _make_pooling(name):
@@ -98,9 +99,9 @@ def _demo(args):
         start = time.perf_counter()
         vectors = _make_pooling(pooling_name).fit_transform(maps)
         score, p1, distances, indices = _leave_one_out(vectors, labels)
-        rows.append((pooling_name.upper(), score, p1, time.perf_counter() - start))
+        rows.append((_POOLING_NAMES[pooling_name], score, p1, time.perf_counter() - start))
         if best is None or score > best[1]:
-            best = (pooling_name.upper(), score, distances, indices)
+            best = (_POOLING_NAMES[pooling_name], score, distances, indices)
 
         start = time.perf_counter()
         halves = []
@@ -109,7 +110,7 @@ def _demo(args):
             halves.append(_leave_one_out(whitening.transform(vectors[searched]), labels[searched]))
         rows.append(
             (
-                pooling_name.upper() + " + PCA whitening",
+                _POOLING_NAMES[pooling_name] + " + PCA whitening",
                 np.mean([h[0] for h in halves]),
                 np.mean([h[1] for h in halves]),
                 time.perf_counter() - start,

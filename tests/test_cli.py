@@ -59,7 +59,7 @@ def test_demo_prints_the_map_table_and_writes_the_grid(tmp_path, capsys):
     # Pretrained weights, small images: the same path as `make demo`, only quicker.
     assert main(["demo", "--output", str(output), "--max-size", "96", "--quiet"]) == 0
     printed = capsys.readouterr().out
-    for row in ("SPOC", "MAC", "GEM", "RMAC", "RMAC + PCA whitening"):
+    for row in ("SPoC", "MAC", "GeM", "R-MAC", "R-MAC + PCA whitening"):
         assert f"\n{row} " in printed
     assert "mAP" in printed and "Best pipeline" in printed
     grid = Image.open(output / "retrieval_grid.png")
