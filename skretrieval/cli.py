@@ -74,9 +74,10 @@ def _demo(args):
     output.mkdir(parents=True, exist_ok=True)
     data = make_copydays(max_size=args.max_size, random_state=args.random_state)
     images, labels = list(data.images), np.asarray(data.target)
+    n_originals = int(np.sum(data.is_original))
     print(
-        f"Copydays-style benchmark: {int(np.sum(data.is_original))} real photos and "
-        f"{len(images) - int(np.sum(data.is_original))} transformed copies (crops, rotations, "
+        f"Copydays-style benchmark: {n_originals} real photos and "
+        f"{len(images) - n_originals} transformed copies (crops, rotations, "
         "rescales, JPEG, colour changes, combined attacks). Each image queries all the others; "
         "the relevant ones are the other versions of the same photo."
     )
@@ -96,12 +97,13 @@ def _demo(args):
     half = np.isin(labels, photos[::2])
     rows, best = [], None
     for pooling_name in POOLINGS:
+        name = _POOLING_NAMES[pooling_name]
         start = time.perf_counter()
         vectors = _make_pooling(pooling_name).fit_transform(maps)
         score, p1, distances, indices = _leave_one_out(vectors, labels)
-        rows.append((_POOLING_NAMES[pooling_name], score, p1, time.perf_counter() - start))
+        rows.append((name, score, p1, time.perf_counter() - start))
         if best is None or score > best[1]:
-            best = (_POOLING_NAMES[pooling_name], score, distances, indices)
+            best = (name, score, distances, indices)
 
         start = time.perf_counter()
         halves = []
@@ -110,7 +112,7 @@ def _demo(args):
             halves.append(_leave_one_out(whitening.transform(vectors[searched]), labels[searched]))
         rows.append(
             (
-                _POOLING_NAMES[pooling_name] + " + PCA whitening",
+                name + " + PCA whitening",
                 np.mean([h[0] for h in halves]),
                 np.mean([h[1] for h in halves]),
                 time.perf_counter() - start,

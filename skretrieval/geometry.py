@@ -168,6 +168,9 @@ class DistanceKernel:
         ``accepts(X) -> bool``, a cheap test of whether ``X`` is of this descriptor type (its
         container and shape, not its values). Used to choose among kernels registered under the
         same name for different descriptor types; None accepts anything.
+    prepare_queries : callable or None, default=None
+        ``prepare_queries(X, **metric_params) -> state`` for blocks of queries, when they need
+        less than the database (e.g. no search index of their own); None uses ``prepare``.
     by_default : bool, default=True
         Whether ``get_kernel(name)`` without descriptors may return this kernel. False for
         kernels of a dedicated container type (``GaussianMixtures``), which is never ambiguous:
@@ -182,6 +185,7 @@ class DistanceKernel:
     pairwise: Callable[[Any, Any], np.ndarray]
     n_samples: Callable[[Any], int] = len
     accepts: Callable[[Any], bool] | None = None
+    prepare_queries: Callable[..., Any] | None = None
     by_default: bool = True
 
 
@@ -392,11 +396,11 @@ def _check_means(means, n, d, name):
     return means
 
 
-def _check_same_dimension(Q, D):
-    if Q.shape[-1] != D.shape[-1]:
+def _check_same_dimension(query_dim, database_dim):
+    if query_dim != database_dim:
         raise ValueError(
-            f"The queries are {Q.shape[-1]}x{Q.shape[-1]} matrices but the database holds "
-            f"{D.shape[-1]}x{D.shape[-1]} ones; both must have the same size."
+            f"The queries are {query_dim}x{query_dim} matrices but the database holds "
+            f"{database_dim}x{database_dim} ones; both must have the same size."
         )
 
 
@@ -434,7 +438,7 @@ def _logdets(S):
 
 
 def _pairwise_affine_invariant(Q, D):
-    _check_same_dimension(Q, D)
+    _check_same_dimension(Q.shape[-1], D.shape[-1])
     n, d = D.shape[0], D.shape[1]
     distances = np.empty((Q.shape[0], n))
     tiny = np.finfo(np.float64).tiny
@@ -488,16 +492,19 @@ class _LogEuclideanState(NamedTuple):
     dim: int
 
 
-def _prepare_log_euclidean(X):
+def _matrix_logs(X):
+    """Matrix logarithms of SPD matrices, by one batched eigendecomposition."""
     w, V = np.linalg.eigh(X)
-    logs = (V * np.log(w)[:, None, :]) @ V.transpose(0, 2, 1)
-    vectors = _triu_vectors(logs)
+    return (V * np.log(w)[:, None, :]) @ V.transpose(0, 2, 1)
+
+
+def _prepare_log_euclidean(X):
+    vectors = _triu_vectors(_matrix_logs(X))
     return _LogEuclideanState(vectors, np.einsum("ij,ij->i", vectors, vectors), X.shape[-1])
 
 
 def _pairwise_log_euclidean(query_state, database_state):
-    if query_state.dim != database_state.dim:
-        _check_same_dimension(np.empty((0, query_state.dim)), np.empty((0, database_state.dim)))
+    _check_same_dimension(query_state.dim, database_state.dim)
     return euclidean_distances(
         query_state.log_vectors,
         database_state.log_vectors,
@@ -559,8 +566,7 @@ def _prepare_affine_invariant(X, shortlist=None):
         raise TypeError(f"shortlist must be an integer or None; got {type(shortlist).__name__}.")
     if shortlist < 1:
         raise ValueError(f"shortlist must be >= 1; got {shortlist}.")
-    w, V = np.linalg.eigh(X)
-    mean_log = ((V * np.log(w)[:, None, :]) @ V.transpose(0, 2, 1)).mean(axis=0)
+    mean_log = _matrix_logs(X).mean(axis=0)
     # M^-1/2 = exp(-mean_log / 2).
     w, V = np.linalg.eigh(mean_log)
     reference_inv_sqrt = (V * np.exp(-0.5 * w)) @ V.T
@@ -568,13 +574,17 @@ def _prepare_affine_invariant(X, shortlist=None):
     return _AffineInvariantState(X, int(shortlist), reference_inv_sqrt, tangent)
 
 
+def _prepare_affine_invariant_queries(X, shortlist=None):
+    # Queries are mapped to the database's tangent space in pairwise; none of their own.
+    return _AffineInvariantState(X)
+
+
 def _pairwise_affine_invariant_search(query_state, database_state):
     Q, D = query_state.matrices, database_state.matrices
     k = database_state.shortlist
     if k is None or k >= D.shape[0]:
         return _pairwise_affine_invariant(Q, D)
-    _check_same_dimension(Q, D)
-    # The queries go to the database's tangent space (their own reference point is unused).
+    _check_same_dimension(Q.shape[-1], D.shape[-1])
     query_tangent = _prepare_log_euclidean(_congruence(Q, database_state.reference_inv_sqrt))
     approximate = _pairwise_log_euclidean(query_tangent, database_state.tangent)
     candidates = np.argpartition(approximate, k - 1, axis=1)[:, :k]
@@ -625,8 +635,7 @@ def _kl_without_logdets(query_state, database_state):
 
     ``tr(Pd Sq) + mq^T Pd mq = <Pd, Sq + mq mq^T>_F`` is one GEMM; the cross term another.
     """
-    if query_state.dim != database_state.dim:
-        _check_same_dimension(np.empty((0, query_state.dim)), np.empty((0, database_state.dim)))
+    _check_same_dimension(query_state.dim, database_state.dim)
     terms = query_state.moment_vectors @ database_state.precision_vectors.T
     if database_state.means is not None:
         terms += database_state.mahalanobis_norms[None, :]
@@ -653,11 +662,17 @@ def _pairwise_jeffreys(query_state, database_state):
     return np.maximum(divergences, 0, out=divergences)
 
 
-def _gaussian_states(Q, D, Q_means, D_means):
+def _check_gaussians(Q, D, Q_means, D_means):
+    """Validated covariances and means of query and database Gaussians."""
     Q, D = _check_spd_matrices(Q, "Q"), _check_spd_matrices(D, "D")
-    _check_same_dimension(Q, D)
+    _check_same_dimension(Q.shape[-1], D.shape[-1])
     Q_means = _check_means(Q_means, *Q.shape[:2], "Q_means")
     D_means = _check_means(D_means, *D.shape[:2], "D_means")
+    return Q, D, Q_means, D_means
+
+
+def _gaussian_states(Q, D, Q_means, D_means):
+    Q, D, Q_means, D_means = _check_gaussians(Q, D, Q_means, D_means)
     return _prepare_gaussians(Q, Q_means), _prepare_gaussians(D, D_means)
 
 
@@ -745,7 +760,7 @@ def _pairwise_bures(query_state, database_state):
 def _squared_bures(query_state, database_state):
     """``W2^2`` for every pair, clipped at zero (also the cost of the mixture Wasserstein)."""
     Q, D = query_state.covariances, database_state.covariances
-    _check_same_dimension(Q, D)
+    _check_same_dimension(Q.shape[-1], D.shape[-1])
     n, d = D.shape[0], D.shape[1]
     squared = query_state.traces[:, None] + database_state.traces[None, :]
     for i, q in enumerate(Q):
@@ -794,10 +809,7 @@ def bures_wasserstein_distances(Q, D, *, Q_means=None, D_means=None):
     >>> bures_wasserstein_distances(np.eye(2)[None], 4 * np.eye(2)[None]).round(6)
     array([[1.414214]])
     """
-    Q, D = _check_spd_matrices(Q, "Q"), _check_spd_matrices(D, "D")
-    _check_same_dimension(Q, D)
-    Q_means = _check_means(Q_means, *Q.shape[:2], "Q_means")
-    D_means = _check_means(D_means, *D.shape[:2], "D_means")
+    Q, D, Q_means, D_means = _check_gaussians(Q, D, Q_means, D_means)
     return _pairwise_bures(_prepare_bures(Q, Q_means), _prepare_bures(D, D_means))
 
 
@@ -815,7 +827,7 @@ def _prepare_stein(X):
 
 def _pairwise_stein(query_state, database_state):
     Q, D = query_state.matrices, database_state.matrices
-    _check_same_dimension(Q, D)
+    _check_same_dimension(Q.shape[-1], D.shape[-1])
     n, d = D.shape[0], D.shape[1]
     divergences = np.empty((Q.shape[0], n))
     for i, q in enumerate(Q):
@@ -862,16 +874,21 @@ def _validate_spd(metric, X, name="X"):
     return _check_spd_matrices(X, name, metric=metric)
 
 
+# metric -> (prepare, pairwise, prepare_queries or None)
 _SPD_KERNELS = {
-    "affine_invariant": (_prepare_affine_invariant, _pairwise_affine_invariant_search),
-    "log_euclidean": (_prepare_log_euclidean, _pairwise_log_euclidean),
-    "kl": (_prepare_gaussians, _pairwise_kl),
-    "jeffreys": (_prepare_gaussians, _pairwise_jeffreys),
-    "wasserstein": (_prepare_bures, _pairwise_bures),
-    "stein": (_prepare_stein, _pairwise_stein),
+    "affine_invariant": (
+        _prepare_affine_invariant,
+        _pairwise_affine_invariant_search,
+        _prepare_affine_invariant_queries,
+    ),
+    "log_euclidean": (_prepare_log_euclidean, _pairwise_log_euclidean, None),
+    "kl": (_prepare_gaussians, _pairwise_kl, None),
+    "jeffreys": (_prepare_gaussians, _pairwise_jeffreys, None),
+    "wasserstein": (_prepare_bures, _pairwise_bures, None),
+    "stein": (_prepare_stein, _pairwise_stein, None),
 }
 
-for _metric, (_prepare, _pairwise) in _SPD_KERNELS.items():
+for _metric, (_prepare, _pairwise, _prepare_queries) in _SPD_KERNELS.items():
     register_kernel(
         DistanceKernel(
             name=_metric,
@@ -880,6 +897,7 @@ for _metric, (_prepare, _pairwise) in _SPD_KERNELS.items():
             prepare=_prepare,
             pairwise=_pairwise,
             accepts=_looks_like_spd,
+            prepare_queries=_prepare_queries,
         )
     )
 

@@ -81,7 +81,8 @@ class ImageRetriever(BaseEstimator):
         Distance between descriptors, a name registered in :mod:`skretrieval.geometry`
         (``registered_metrics()`` lists them): ``"cosine"`` or ``"euclidean"`` for vectors;
         ``"affine_invariant"``, ``"log_euclidean"``, ``"kl"``, ``"jeffreys"``,
-        ``"wasserstein"`` or ``"stein"`` for SPD matrices (an ``(n, d, d)`` array). The kernel
+        ``"wasserstein"`` or ``"stein"`` for SPD matrices (an ``(n, d, d)`` array);
+        ``"wasserstein"`` (MW2) or ``"kl"`` for ``GaussianMixtures``. The kernel
         is chosen by the type of the database given to ``fit``; a metric that does not fit
         the descriptor type is an error that says so.
     metric_params : dict, default=None
@@ -191,10 +192,11 @@ class ImageRetriever(BaseEstimator):
         rows_in_memory = int(get_config()["working_memory"] * 2**20 // row_bytes)
         block_size = min(n_queries, max(1, rows_in_memory))
         params = self.metric_params or {}
+        prepare = self._kernel.prepare_queries or self._kernel.prepare
 
         def block(start):
             stop = min(start + block_size, n_queries)
-            query_state = self._kernel.prepare(queries[start:stop], **params)
+            query_state = prepare(queries[start:stop], **params)
             distances = self._kernel.pairwise(query_state, self._fit_state)
             if exclude_self:
                 rows = np.arange(stop - start)
