@@ -57,6 +57,7 @@ from numbers import Integral
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
+from sklearn.preprocessing import normalize
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array
 
@@ -76,12 +77,6 @@ __all__ = [
     "registered_metrics",
     "stein_distances",
 ]
-
-
-def _l2_normalize(X):
-    """Rows scaled to unit L2 norm; all-zero rows stay zero instead of becoming NaN."""
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.maximum(norms, np.finfo(X.dtype).tiny)
 
 
 def cosine_distances(Q, D, *, normalized=False):
@@ -106,7 +101,7 @@ def cosine_distances(Q, D, *, normalized=False):
     array([[0., 1.]])
     """
     if not normalized:
-        Q, D = _l2_normalize(Q), _l2_normalize(D)
+        Q, D = normalize(Q), normalize(D)
     distances = Q @ D.T
     # 1 - s computed in place; clipping removes the rounding that takes s past +-1.
     np.subtract(1, distances, out=distances)
@@ -277,7 +272,7 @@ def _validate_vectors(X, name="X"):
 
 
 def _prepare_cosine(X):
-    return _l2_normalize(X)
+    return normalize(X)
 
 
 def _pairwise_cosine(Q, D):
