@@ -70,5 +70,5 @@ def test_python_dash_m_runs_the_command_line():
     result = subprocess.run(
         [sys.executable, "-m", "skretrieval", "--help"], capture_output=True, text=True, check=True
     )
-    for command in ("demo", "index", "search"):
+    for command in ("demo", "index", "search", "evaluate"):
         assert command in result.stdout
