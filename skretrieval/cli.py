@@ -15,16 +15,14 @@
 """
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import joblib
 import numpy as np
 
 import skretrieval
+from skretrieval.persistence import FileFormatError, atomic_write, load, save
 
 POOLINGS = ("spoc", "mac", "gem", "rmac")
 _POOLING_NAMES = {"spoc": "SPoC", "mac": "MAC", "gem": "GeM", "rmac": "R-MAC"}
@@ -159,24 +157,6 @@ def _demo(args):
 # --- index and search -----------------------------------------------------------------------
 
 
-def _save_atomically(obj, path, write=joblib.dump):
-    """Write ``obj`` with ``write(obj, file)`` to a temporary file beside ``path``, then rename
-    it into place.
-
-    A crash mid-write leaves the previous file (or nothing), never a truncated one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(handle)
-    try:
-        write(obj, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
 def _index(args):
     from skretrieval.datasets import list_images
     from skretrieval.neighbors import ImageRetriever
@@ -187,27 +167,20 @@ def _index(args):
     extractor = _make_extractor(args, pooling=_make_pooling(args.pooling)).fit()
     descriptors = extractor.transform(paths)
     retriever = ImageRetriever(metric="cosine").fit(descriptors)
-    index = {
-        "skretrieval_version": skretrieval.__version__,
-        "extractor": extractor,
-        "retriever": retriever,
-        "paths": [str(p) for p in paths],
-    }
-    _save_atomically(index, args.output)
+    index = {"extractor": extractor, "retriever": retriever, "paths": [str(p) for p in paths]}
+    # Atomic and versioned: a crash never leaves a half-written index.
+    save(index, args.output)
     print(f"Indexed {len(paths)} images from {args.folder} into {args.output}")
     return 0
 
 
 def _search(args):
-    index = joblib.load(args.index)
+    try:
+        index = load(args.index)  # warns when written by another skretrieval version
+    except (FileNotFoundError, FileFormatError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
     if not isinstance(index, dict) or "retriever" not in index:
         raise SystemExit(f"error: {args.index} is not an index written by 'skretrieval index'")
-    if index.get("skretrieval_version") != skretrieval.__version__:
-        print(
-            f"warning: {args.index} was written by skretrieval "
-            f"{index.get('skretrieval_version')}, this is {skretrieval.__version__}",
-            file=sys.stderr,
-        )
     extractor, retriever, paths = index["extractor"], index["retriever"], index["paths"]
     extractor.set_params(progress=False)
     k = min(args.k, len(paths))
@@ -262,11 +235,6 @@ def _load_dataset(name, root, allow_missing):
     )
 
 
-def _write_npy(array, path):
-    with open(path, "wb") as file:
-        np.save(file, array)
-
-
 def _cache_path(args, role, paths, boxes):
     """Cache file of the pooled descriptors of one image list under one pipeline."""
     import hashlib
@@ -303,7 +271,8 @@ def _descriptors(args, extractor, role, paths, boxes, load_images):
     elapsed = time.perf_counter() - start
     print(f"{role}: {len(paths)} images described in {elapsed:.1f} s")
     if path is not None:
-        _save_atomically(np.asarray(descriptors), path, write=_write_npy)
+        with atomic_write(path) as file:
+            np.save(file, np.asarray(descriptors))
     return descriptors
 
 

@@ -19,6 +19,7 @@ behind; readers never see a half-written file.
 import os
 import secrets
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import joblib
@@ -26,7 +27,7 @@ import sklearn
 
 import skretrieval
 
-__all__ = ["FileFormatError", "VersionMismatchWarning", "load", "save"]
+__all__ = ["FileFormatError", "VersionMismatchWarning", "atomic_write", "load", "save"]
 
 # Marks a file as written by save(); bumped if the header layout ever changes.
 _FORMAT = "skretrieval.persistence"
@@ -84,24 +85,58 @@ def save(obj, path, compress=3):
     >>> restored.kneighbors([[0.0, 1.0, 0.1]], return_distance=False)
     array([[1]])
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     content = {"format": _FORMAT, "format_version": _FORMAT_VERSION, **_running_versions()}
     content["object"] = obj
+    with atomic_write(path) as file:
+        joblib.dump(content, file, compress=compress)
+    return Path(path)
+
+
+@contextmanager
+def atomic_write(path):
+    """Open ``path`` for binary writing so that it appears complete or not at all.
+
+    The data go to a temporary file in ``path``'s directory, which is flushed to disk and then
+    renamed over ``path`` when the ``with`` block ends without error. On any error (also
+    ``KeyboardInterrupt``) the temporary file is removed and a previous ``path`` is untouched.
+    Missing parent directories are created.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Destination file.
+
+    Yields
+    ------
+    file : binary file object
+        Write the content here.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = Path(folder) / "descriptors.npy"
+    ...     with atomic_write(path) as file:
+    ...         np.save(file, np.zeros(3))
+    ...     np.load(path)
+    array([0., 0., 0.])
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary, handle = _create_temporary_beside(path)
     try:
         with os.fdopen(handle, "wb") as file:
-            joblib.dump(content, file, compress=compress)
+            yield file
             file.flush()
             # On disk before the rename, so that the rename never exposes missing data.
             os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
-        # Also on KeyboardInterrupt: the previous file stays, the temporary one goes.
         temporary.unlink(missing_ok=True)
         raise
     _sync_directory(path.parent)
-    return path
 
 
 def _create_temporary_beside(path):

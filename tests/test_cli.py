@@ -49,9 +49,16 @@ def test_index_of_a_folder_without_images_is_an_error(tmp_path):
 def test_search_rejects_a_file_that_is_not_an_index(tmp_path):
     import joblib
 
+    from skretrieval.persistence import save
+
     joblib.dump([1, 2, 3], tmp_path / "bogus.index")
-    with pytest.raises(SystemExit, match="not an index"):
+    with pytest.raises(SystemExit, match="not one written by skretrieval"):
         main(["search", str(tmp_path / "bogus.index"), "query.jpg"])
+    save([1, 2, 3], tmp_path / "list.index")
+    with pytest.raises(SystemExit, match="not an index written by 'skretrieval index'"):
+        main(["search", str(tmp_path / "list.index"), "query.jpg"])
+    with pytest.raises(SystemExit, match="no such file"):
+        main(["search", str(tmp_path / "missing.index"), "query.jpg"])
 
 
 def test_demo_prints_the_map_table_and_writes_the_grid(tmp_path, capsys):
