@@ -1,0 +1,13 @@
+"""Supervised learning of retrieval descriptors (torch).
+
+- :class:`EmbeddingLearner` -- learn an embedding of global descriptors with a metric-learning
+  loss (von Mises-Fisher, PDDM, triplet, contrastive).
+- :class:`RetrievalFineTuner` -- fine-tune a CNN end to end for retrieval.
+
+The losses are pure torch functions in :mod:`skretrieval.learning._losses`.
+"""
+
+from skretrieval.learning._embedding import EmbeddingLearner
+from skretrieval.learning._finetuning import RetrievalFineTuner
+
+__all__ = ["EmbeddingLearner", "RetrievalFineTuner"]
