@@ -991,7 +991,7 @@ def _component_squared_bures(query_state, database_state):
 
 
 def _pairwise_mixture_wasserstein(query_state, database_state):
-    import ot  # POT solves the small exact transport problems
+    from skretrieval._transport import batched_transport_cost
 
     _check_same_mixture_dimension(query_state.dim, database_state.dim)
     Wq, Wd = query_state.weights, database_state.weights
@@ -1004,13 +1004,13 @@ def _pairwise_mixture_wasserstein(query_state, database_state):
         # One side has a single component: the only plan is the product of the weights.
         squared = np.einsum("ia,ijab,jb->ij", Wq, cost, Wd)
     else:
-        # An exact network-simplex solve per pair of images: a K_q x K_d LP, tiny next to the
-        # K_q K_d eigendecompositions above. (POT's batched solvers are regularised or
-        # iterative, hence approximate.)
-        squared = np.empty((n_queries, n_database))
-        for i in range(n_queries):
-            for j in range(n_database):
-                squared[i, j] = ot.emd2(Wq[i], Wd[j], cost[i, j], check_marginals=False)
+        # One exact K_q x K_d transport problem per pair of images, all solved together by a
+        # transportation simplex vectorised over the pairs.
+        squared = batched_transport_cost(
+            np.repeat(Wq, n_database, axis=0),
+            np.tile(Wd, (n_queries, 1)),
+            cost.reshape(n_queries * n_database, Kq, Kd),
+        ).reshape(n_queries, n_database)
     np.maximum(squared, 0, out=squared)
     return np.sqrt(squared, out=squared)
 
@@ -1023,9 +1023,10 @@ def mixture_wasserstein_distances(Q, D):
     restricted to Gaussian mixtures, a true metric on them. The squared Bures distances of all
     component pairs of the query block and the database come at once (one batched ``eigvalsh``
     per query component over all database components, or one matrix product when both sides
-    are diagonal); then an exact ``K_q x K_d`` transport problem per pair of images
-    (``ot.emd2``). Returns ``MW2``, the square root of the transport cost that POT's
-    ``ot.gmm.gmm_ot_loss`` returns. With one component each it is the Bures-Wasserstein distance.
+    are diagonal); then an exact ``K_q x K_d`` transport problem per pair of images, all pairs
+    solved together by a vectorised transportation simplex. Returns ``MW2``, the square root of
+    the transport cost that POT's ``ot.gmm.gmm_ot_loss`` returns. With one component each it is
+    the Bures-Wasserstein distance.
 
     Parameters
     ----------
