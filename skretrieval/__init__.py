@@ -4,9 +4,14 @@ Modules, one concept each:
 
 - :mod:`skretrieval.extraction` -- :class:`CNNFeatureExtractor` (images -> CNN feature maps; torch)
 - :mod:`skretrieval.pooling` -- SPoC, MAC, GeM and R-MAC global descriptors
-- :mod:`skretrieval.whitening` -- PCA whitening
+- :mod:`skretrieval.whitening` -- PCA whitening and supervised (learned) whitening
+- :mod:`skretrieval.descriptors` -- images as distributions: local PCA, covariances, mixtures
 - :mod:`skretrieval.geometry` -- batched pairwise distances between descriptor sets
-- :mod:`skretrieval.neighbors` -- :class:`ImageRetriever`, NearestNeighbors-style search
+- :mod:`skretrieval.neighbors` -- :class:`ImageRetriever`, NearestNeighbors-style search, with
+  query expansion, database-side augmentation and product quantisation
+- :mod:`skretrieval.quantization` -- :class:`ProductQuantizer`, PQ and IVF-PQ (faiss)
+- :mod:`skretrieval.learning` -- learned embeddings and end-to-end fine-tuning (torch)
+- :mod:`skretrieval.persistence` -- atomic, versioned ``save`` and ``load``
 - :mod:`skretrieval.metrics` -- average precision, mAP, P@k and scorers for ``GridSearchCV``
 - :mod:`skretrieval.datasets` -- benchmark loaders and a Copydays-style generator
 - :mod:`skretrieval.cli` -- the ``skretrieval`` command line
@@ -15,4 +20,4 @@ Import the estimators from their modules; importing :mod:`skretrieval` itself do
 torch.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
