@@ -33,6 +33,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_geometry.py
 	$(PY) benchmarks/bench_gmm.py --n-queries 10
 	$(PY) benchmarks/bench_orl.py
+	$(PY) benchmarks/bench_shortlist.py
+	$(PY) benchmarks/bench_learning.py --plot benchmarks/results/learning_curves.png
+	$(PY) benchmarks/bench_compression.py
+	$(PY) benchmarks/bench_scale.py --n-database 1000000 --n-queries 1000
 
 clean:
 	rm -rf $(VENV) demo_output build *.egg-info
