@@ -432,6 +432,36 @@ def _pretrained_state_dict(backbone, weights_enum, progress):
         ) from exc
 
 
+def _weights_enum(backbone, weights):
+    """The torchvision weights enum member that ``weights`` names, or None (a file or random)."""
+    if isinstance(weights, str) and weights == "imagenet":
+        return _imagenet_weights(backbone)
+    if isinstance(weights, WeightsEnum):
+        if weights not in torchvision.models.get_model_weights(backbone):
+            raise ValueError(
+                f"weights={weights} are not weights of backbone {backbone!r}; use "
+                f"a member of {torchvision.models.get_model_weights(backbone).__name__}."
+            )
+        return weights
+    return None
+
+
+def _initial_state_dict(backbone, weights, weights_enum, kwargs, progress, random_state):
+    """State dict to start from, and a description of its source for error messages."""
+    if weights_enum is not None:
+        return _pretrained_state_dict(backbone, weights_enum, progress)
+    if weights is not None:
+        return _load_state_dict_file(weights), repr(os.fspath(weights))
+    seed = None
+    if random_state is not None:
+        seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = torchvision.models.get_model(backbone, weights=None, **kwargs)
+    return model.state_dict(), "random initialisation"
+
+
 def _legacy_densenet_keys(state_dict):
     # Old DenseNet checkpoints name layers "norm.1" where the model has "norm1".
     pattern = re.compile(r"(denselayer\d+\.(?:norm|relu|conv))\.([12])\.")
@@ -921,33 +951,6 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
         self.progress = progress
         self.random_state = random_state
 
-    def _weights_enum(self):
-        if isinstance(self.weights, str) and self.weights == "imagenet":
-            return _imagenet_weights(self.backbone)
-        if isinstance(self.weights, WeightsEnum):
-            if self.weights not in torchvision.models.get_model_weights(self.backbone):
-                raise ValueError(
-                    f"weights={self.weights} are not weights of backbone {self.backbone!r}; use "
-                    f"a member of {torchvision.models.get_model_weights(self.backbone).__name__}."
-                )
-            return self.weights
-        return None
-
-    def _initial_state_dict(self, weights_enum, kwargs):
-        """State dict to start from, and a description of its source for error messages."""
-        if weights_enum is not None:
-            return _pretrained_state_dict(self.backbone, weights_enum, self.progress)
-        if self.weights is not None:
-            return _load_state_dict_file(self.weights), repr(os.fspath(self.weights))
-        seed = None
-        if self.random_state is not None:
-            seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
-            model = torchvision.models.get_model(self.backbone, weights=None, **kwargs)
-        return model.state_dict(), "random initialisation"
-
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X=None, y=None):
         """Build the network: load the weights, cut the trunk and place it on the device.
@@ -966,11 +969,13 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
         """
         _check_backbone(self.backbone)
         device = _resolve_device(self.device)
-        weights_enum = self._weights_enum()
+        weights_enum = _weights_enum(self.backbone, self.weights)
         kwargs = _builder_kwargs(self.backbone, weights_enum)
         trunk, model_keys, probe_shape = _make_trunk(self.backbone, kwargs)
         n_channels, stride, min_image_size = _probe_trunk(trunk, probe_shape)
-        state_dict, source = self._initial_state_dict(weights_enum, kwargs)
+        state_dict, source = _initial_state_dict(
+            self.backbone, self.weights, weights_enum, kwargs, self.progress, self.random_state
+        )
         _assign_trunk_state(trunk, state_dict, model_keys, self.backbone, source)
         with torch.no_grad():
             _fold_batchnorm(trunk)

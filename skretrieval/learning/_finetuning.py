@@ -36,12 +36,12 @@ from tqdm import tqdm
 from ..extraction import (
     _IMAGENET_MEAN,
     _IMAGENET_STD,
-    CNNFeatureExtractor,
     _as_image_list,
     _assign_trunk_state,
     _batches,
     _builder_kwargs,
     _check_backbone,
+    _initial_state_dict,
     _make_trunk,
     _plan,
     _prefetched,
@@ -49,6 +49,7 @@ from ..extraction import (
     _probe_trunk,
     _resolve_device,
     _uses_channels_last,
+    _weights_enum,
 )
 from ..pooling import rmac_regions
 from ._losses import triplet_loss
@@ -481,15 +482,20 @@ class RetrievalFineTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
     def _initial_trunk_state(self):
         """Builder arguments and initial full-model state dict, as CNNFeatureExtractor does."""
-        extractor = CNNFeatureExtractor(
-            backbone=self.backbone,
-            weights=self.weights,
-            progress=self.progress,
-            random_state=self.random_state,
-        )
-        weights_enum = extractor._weights_enum()
+        weights_enum = _weights_enum(self.backbone, self.weights)
         build_kwargs = _builder_kwargs(self.backbone, weights_enum)
-        return build_kwargs, lambda: extractor._initial_state_dict(weights_enum, build_kwargs)
+
+        def initial_state():
+            return _initial_state_dict(
+                self.backbone,
+                self.weights,
+                weights_enum,
+                build_kwargs,
+                self.progress,
+                self.random_state,
+            )
+
+        return build_kwargs, initial_state
 
     def _decode_training_images(self, images):
         planned = _plan(images, self.image_size, self.min_image_size_, self.backbone)
