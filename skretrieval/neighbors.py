@@ -8,15 +8,16 @@ precision, so a whole pipeline can be tuned with ``GridSearchCV``.
 """
 
 from numbers import Integral, Real
+from typing import NamedTuple
 
 import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
 from scipy import sparse
 from sklearn import get_config
-from sklearn.base import BaseEstimator, _fit_context
+from sklearn.base import BaseEstimator, _fit_context, clone
 from sklearn.preprocessing import normalize
 from sklearn.utils import check_consistent_length
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from skretrieval.geometry import get_kernel
@@ -103,6 +104,70 @@ def _aggregate_neighbours(vectors, database, indices, similarities, alpha=None):
     return normalize(vectors + weight_matrix @ database)
 
 
+class _Reconstructions(NamedTuple):
+    """Database state of a product-quantised retriever: the decoded database vectors."""
+
+    vectors: np.ndarray  # (n_database, d) float32, ``quantizer_.inverse_transform(codes_)``
+    squared_norms: np.ndarray  # (n_database,) float32
+
+
+def _reconstruction_state(quantizer):
+    """Decode the quantizer's whole database once (float32), with its squared norms."""
+    vectors = _as_float32(quantizer.inverse_transform(quantizer.codes_))
+    return _Reconstructions(vectors, np.einsum("ij,ij->i", vectors, vectors))
+
+
+def _as_float32(X):
+    return np.ascontiguousarray(X, dtype=np.float32)
+
+
+def _prepare_quantized_queries(X, metric):
+    """Queries as the quantizer compares them: float32, unit rows for the cosine metric."""
+    return _as_float32(normalize(X) if metric == "cosine" else X)
+
+
+def _squared_to_metric(squared_distances, metric):
+    """Convert squared Euclidean (ADC) distances to the retriever's metric, in place.
+
+    For unit vectors ``1 - <q, x> = |q - x|^2 / 2``, so the cosine distance is half the
+    squared distance; the Euclidean distance is its square root. Rounding can make a squared
+    distance slightly negative: it is clipped at 0.
+    """
+    np.maximum(squared_distances, 0, out=squared_distances)
+    if metric == "cosine":
+        squared_distances *= 0.5
+        return squared_distances
+    return np.sqrt(squared_distances, out=squared_distances)
+
+
+def _reconstruction_distances(queries, reconstructions, metric):
+    """Asymmetric (ADC) distances of float32 queries to every decoded database vector.
+
+    ``|q - x_hat|^2 = |q|^2 + |x_hat|^2 - 2 <q, x_hat>`` with one matrix product, converted
+    to ``metric``; these are the distances a product quantizer's table-based search computes.
+    """
+    distances = queries @ reconstructions.vectors.T
+    distances *= -2
+    distances += np.einsum("ij,ij->i", queries, queries)[:, None]
+    distances += reconstructions.squared_norms[None, :]
+    return _squared_to_metric(distances, metric)
+
+
+def _drop_self(distances, indices, n_neighbors):
+    """Remove each query's own row number from its ``n_neighbors + 1`` results.
+
+    Row ``i`` loses the entry equal to ``i`` wherever it appears, or its last entry when ``i``
+    is absent, keeping ``n_neighbors`` entries in order.
+    """
+    is_self = indices == np.arange(len(indices))[:, None]
+    # A query whose own item is not among its results (ties, or quantisation error) drops its
+    # farthest result instead, so every row keeps exactly n_neighbors entries.
+    is_self[~is_self.any(axis=1), -1] = True
+    keep = ~is_self
+    shape = (len(indices), n_neighbors)
+    return distances[keep].reshape(shape), indices[keep].reshape(shape)
+
+
 class ImageRetriever(BaseEstimator):
     """Rank a database of image descriptors for each query.
 
@@ -110,8 +175,9 @@ class ImageRetriever(BaseEstimator):
     ``kneighbors`` returns the closest database items of each query, ``score`` the mean average
     precision of the queries against the database with relevance = equal labels.
 
-    Search is exact and brute force: the distance from a block of queries to the whole database
-    is one matrix product (or one batched decomposition for matrix descriptors), and the
+    Without a ``quantizer``, search is exact and brute force: the distance from a block of
+    queries to the whole database is one matrix product (or one batched decomposition for
+    matrix descriptors), and the
     ``n_neighbors`` smallest are found with ``argpartition``. Blocks are sized by scikit-learn's
     ``working_memory`` setting, so a large database never needs the full
     ``n_queries x n_database`` distance matrix in memory.
@@ -159,6 +225,13 @@ class ImageRetriever(BaseEstimator):
     dba_alpha : float, default=None
         Weights of DBA: None for the uniform average (``w_i = 1``), a float ``alpha`` for
         ``w_i = max(x_i^T x, 0)^alpha`` as in Radenovic et al. (alpha-DBA).
+    quantizer : estimator, default=None
+        An unfitted :class:`~skretrieval.quantization.ProductQuantizer` (or an estimator with
+        the same ``fit`` / ``kneighbors`` / ``inverse_transform`` / ``codes_`` interface) to
+        store the database compressed and search it approximately, for ``metric="cosine"`` or
+        ``"euclidean"`` only. It is cloned at ``fit``, so its parameters can be tuned as
+        ``quantizer__n_subquantizers`` and so on. None searches the uncompressed database
+        exactly.
 
     Attributes
     ----------
@@ -168,6 +241,9 @@ class ImageRetriever(BaseEstimator):
         Descriptor length (for vector metrics).
     y_ : ndarray of shape (n_samples_fit_,) or None
         Labels of the database items given to ``fit``, used by :meth:`score`.
+    quantizer_ : estimator or None
+        The fitted clone of ``quantizer``, holding the database as codes; None without a
+        quantizer.
 
     Notes
     -----
@@ -181,6 +257,22 @@ class ImageRetriever(BaseEstimator):
     plus its ``qe_neighbors`` nearest *other* items: the item is neither counted twice nor
     spends one of the ``k`` expansion slots on itself. ``kneighbors(X_fit)`` differs: there
     each item finds itself first (at distance 0 without DBA) and is expanded with it.
+
+    With a ``quantizer``, ``fit`` prepares the database as usual (L2-normalised for
+    ``"cosine"``, DBA-augmented if asked, in floating point), fits ``quantizer_`` on it and then
+    keeps only ``quantizer_`` (codes and codebooks), the labels and the sizes: not the float
+    vectors. Distances are the quantizer's asymmetric ones (ADC: the raw query against the
+    decoded database vectors ``x_hat``) in the retriever's metric: ``|q - x_hat|^2 / 2`` for
+    ``"cosine"`` (``q`` normalised), ``|q - x_hat|`` for ``"euclidean"``. :meth:`kneighbors`
+    asks ``quantizer_.kneighbors`` for the top ``n_neighbors`` (``n_jobs`` does not apply, the
+    quantizer has its own threads); :meth:`score` and the scorers, which need every distance,
+    decode the database once per call (float32) and compute the same ADC distances by matrix
+    products, so both agree up to float32 rounding (about 1e-6 of the squared norms, which the
+    square root of ``"euclidean"`` magnifies near 0). Query expansion sums the *decoded*
+    neighbour vectors. ``kneighbors(X=None)`` queries the decoded database vectors (the only
+    version left; with DBA, the augmented one) and excludes each item from its own list: the
+    quantizer is asked for one more neighbour and the item is dropped wherever it appears, or
+    the last neighbour when it does not.
 
     See Also
     --------
@@ -210,6 +302,17 @@ class ImageRetriever(BaseEstimator):
     >>> expanded = ImageRetriever(n_neighbors=3, query_expansion="average", qe_neighbors=1)
     >>> expanded.fit(circle).kneighbors([[1.0, 0.0]], return_distance=False)
     array([[0, 2, 1]])
+
+    A database stored as 2-byte product-quantisation codes instead of 64-byte float vectors:
+
+    >>> from skretrieval.quantization import ProductQuantizer
+    >>> X = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
+    >>> quantizer = ProductQuantizer(n_subquantizers=4, n_bits=4, random_state=0)
+    >>> compressed = ImageRetriever(quantizer=quantizer).fit(X)
+    >>> compressed.quantizer_.codes_.shape
+    (200, 2)
+    >>> compressed.kneighbors(X[:3], n_neighbors=5)[1].shape
+    (3, 5)
     """
 
     _parameter_constraints: dict = {
@@ -222,6 +325,7 @@ class ImageRetriever(BaseEstimator):
         "qe_alpha": [Interval(Real, 0, None, closed="left")],
         "dba_neighbors": [Interval(Integral, 1, None, closed="left"), None],
         "dba_alpha": [Interval(Real, 0, None, closed="left"), None],
+        "quantizer": [HasMethods(["fit", "kneighbors", "inverse_transform"]), None],
     }
 
     def __init__(
@@ -236,6 +340,7 @@ class ImageRetriever(BaseEstimator):
         qe_alpha=3.0,
         dba_neighbors=None,
         dba_alpha=None,
+        quantizer=None,
     ):
         self.n_neighbors = n_neighbors
         self.metric = metric
@@ -246,8 +351,10 @@ class ImageRetriever(BaseEstimator):
         self.qe_alpha = qe_alpha
         self.dba_neighbors = dba_neighbors
         self.dba_alpha = dba_alpha
+        self.quantizer = quantizer
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    # False: the quantizer's own parameters are validated when its clone is fitted.
+    @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):
         """Store and pre-process the database.
 
@@ -265,25 +372,51 @@ class ImageRetriever(BaseEstimator):
             The fitted retriever.
         """
         self._kernel = get_kernel(self.metric, X)
-        X = self._validate_descriptors(X, reset=True)
         # Before any fitted attribute is set, so that a bad combination leaves no half fit.
-        self._check_expansion_options(self._kernel.n_samples(X))
-        self.n_samples_fit_ = self._kernel.n_samples(X)
-        if y is None:
-            self.y_ = None
-        else:
+        self._check_quantizer_option()
+        X = self._validate_descriptors(X, reset=True)
+        n_samples = self._kernel.n_samples(X)
+        self._check_expansion_options(n_samples)
+        if y is not None:
             y = np.asarray(y)
             if y.ndim != 1:
                 raise ValueError(
                     f"y must be 1-D, one label per database item; got shape {y.shape}."
                 )
-            check_consistent_length(np.empty(self.n_samples_fit_), y)
-            self.y_ = y
-        self._fit_X = X
-        self._fit_state = self._kernel.prepare(X, **(self.metric_params or {}))
+            check_consistent_length(np.empty(n_samples), y)
+        fit_state = self._kernel.prepare(X, **(self.metric_params or {}))
         if self.dba_neighbors is not None:
-            self._fit_state = self._augment_database(X, self._fit_state)
+            fit_state = self._augment_database(X, fit_state, n_samples)
+        quantizer = None
+        if self.quantizer is not None:
+            # The database as searched: unit rows for cosine, DBA applied. The quantizer's
+            # errors (e.g. n_subquantizers not dividing the dimension) come before any fitted
+            # attribute is replaced.
+            vectors = fit_state if self.metric == "cosine" else fit_state[0]
+            quantizer = clone(self.quantizer).fit(vectors)
+        self.n_samples_fit_ = n_samples
+        self.y_ = y
+        self.quantizer_ = quantizer
+        if quantizer is None:
+            self._fit_X = X
+            self._fit_state = fit_state
+        else:
+            # The point of compression: no float copy of the database is kept.
+            self._fit_X = self._fit_state = None
         return self
+
+    def _check_quantizer_option(self):
+        """Product quantisation compares vectors by Euclidean distance: vector metrics only."""
+        is_vectors = self._kernel.descriptor == "vectors" and self.metric in (
+            "cosine",
+            "euclidean",
+        )
+        if self.quantizer is not None and not is_vectors:
+            raise ValueError(
+                f"quantizer={self.quantizer!r} needs metric='cosine' or 'euclidean' (product "
+                f"quantisation approximates Euclidean distances between vectors); got "
+                f"metric={self.metric!r} on {self._kernel.descriptor}."
+            )
 
     def _check_expansion_options(self, n_samples):
         """Query expansion and DBA average unit vectors: they need the cosine kernel."""
@@ -306,12 +439,10 @@ class ImageRetriever(BaseEstimator):
                     f"plus the item itself); the database has n_samples={n_samples}."
                 )
 
-    def _augment_database(self, X, database):
+    def _augment_database(self, X, database, n_samples):
         """Database-side augmentation: one leave-one-out kNN of the database, one weighted sum."""
-        neighbours = [
-            _smallest_k(distances, self.dba_neighbors)
-            for _, _, distances in self._search_blocks(X, database, exclude_self=True)
-        ]
+        blocks = self._search_blocks(X, database, exclude_self=True, n_database=n_samples)
+        neighbours = [_smallest_k(distances, self.dba_neighbors) for _, _, distances in blocks]
         distances = np.concatenate([d for d, _ in neighbours])
         indices = np.concatenate([i for _, i in neighbours])
         return _aggregate_neighbours(database, database, indices, 1 - distances, self.dba_alpha)
@@ -329,37 +460,73 @@ class ImageRetriever(BaseEstimator):
         ``X=None`` the queries are the database items themselves, each at distance ``+inf``
         from itself so that it is never its own neighbour. With ``query_expansion`` the
         distances are those of the expanded queries. Every search goes through here
-        (``kneighbors``, ``score`` and the retrieval scorers).
+        (``score`` and the retrieval scorers; ``kneighbors`` too, except with a quantizer).
+
+        With a quantizer the database is decoded once per call and the distances are the ADC
+        distances to the decoded vectors (float32); with ``X=None`` the queries are the decoded
+        database vectors.
         """
         check_is_fitted(self)
         exclude_self = X is None
-        queries = self._fit_X if exclude_self else self._validate_descriptors(X, reset=False)
+        quantizer = getattr(self, "quantizer_", None)
+        if quantizer is None:
+            database_state = self._fit_state
+            queries = self._fit_X
+        else:
+            database_state = _reconstruction_state(quantizer)
+            queries = database_state.vectors
+        if not exclude_self:
+            queries = self._validate_descriptors(X, reset=False)
         yield from self._search_blocks(
             queries,
-            self._fit_state,
+            database_state,
             exclude_self=exclude_self,
             expand=self.query_expansion is not None,
         )
 
-    def _search_blocks(self, queries, database_state, *, exclude_self, expand=False):
+    def _search_blocks(
+        self, queries, database_state, *, exclude_self, expand=False, n_database=None
+    ):
         """The blocks of :meth:`_distance_blocks` against a given database state.
 
         Also used at ``fit`` (with ``exclude_self=True``) for the kNN of DBA, before the
-        retriever's own database state exists.
+        retriever's own database state exists (``n_database`` then gives its size).
+        ``database_state`` is the kernel's prepared database, or :class:`_Reconstructions`
+        for a quantised one.
         """
         n_queries = self._kernel.n_samples(queries)
+        if n_database is None:
+            n_database = self.n_samples_fit_
         n_threads = effective_n_jobs(self.n_jobs)
         # Each thread holds one block of float64 distances (a conservative row size); at least
         # one query per block even when that exceeds the working memory.
-        row_bytes = 8 * self.n_samples_fit_ * n_threads
+        row_bytes = 8 * n_database * n_threads
         rows_in_memory = int(get_config()["working_memory"] * 2**20 // row_bytes)
         block_size = min(n_queries, max(1, rows_in_memory))
-        params = self.metric_params or {}
-        prepare = self._kernel.prepare_queries or self._kernel.prepare
         alpha = self.qe_alpha if self.query_expansion == "alpha" else None
+        if isinstance(database_state, _Reconstructions):
+            metric = self.metric
+
+            def prepare(X):
+                return _prepare_quantized_queries(X, metric)
+
+            def pairwise(query_state, database_state):
+                return _reconstruction_distances(query_state, database_state, metric)
+
+            # Query expansion adds the decoded neighbours: the database vectors it has.
+            expansion_database = database_state.vectors
+        else:
+            params = self.metric_params or {}
+            prepare_kernel = self._kernel.prepare_queries or self._kernel.prepare
+
+            def prepare(X):
+                return prepare_kernel(X, **params)
+
+            pairwise = self._kernel.pairwise
+            expansion_database = database_state
 
         def search(query_state, start):
-            distances = self._kernel.pairwise(query_state, database_state)
+            distances = pairwise(query_state, database_state)
             if exclude_self:
                 rows = np.arange(len(distances))
                 distances[rows, start + rows] = np.inf
@@ -367,14 +534,14 @@ class ImageRetriever(BaseEstimator):
 
         def block(start):
             stop = min(start + block_size, n_queries)
-            query_state = prepare(queries[start:stop], **params)
+            query_state = prepare(queries[start:stop])
             distances = search(query_state, start)
             if expand:
                 # In leave-one-out mode the query is already at +inf here, so its k expansion
                 # neighbours are other items and it enters the sum once, with weight 1.
                 top_distances, top_indices = _smallest_k(distances, self.qe_neighbors)
                 query_state = _aggregate_neighbours(
-                    query_state, database_state, top_indices, 1 - top_distances, alpha
+                    query_state, expansion_database, top_indices, 1 - top_distances, alpha
                 )
                 distances = search(query_state, start)
             return start, stop, distances
@@ -424,12 +591,50 @@ class ImageRetriever(BaseEstimator):
                 f"n_neighbors={n_neighbors} is larger than {where}, which has {available} "
                 f"items (n_samples_fit_={self.n_samples_fit_})."
             )
+        if getattr(self, "quantizer_", None) is not None:
+            distances, indices = self._quantized_kneighbors(X, n_neighbors)
+            return (distances, indices) if return_distance else indices
         blocks = [
             _smallest_k(distances, n_neighbors) for _, _, distances in self._distance_blocks(X)
         ]
         distances = np.concatenate([d for d, _ in blocks])
         indices = np.concatenate([i for _, i in blocks])
         return (distances, indices) if return_distance else indices
+
+    def _quantized_kneighbors(self, X, n_neighbors):
+        """Top ``n_neighbors`` from the quantizer's table-based search, with query expansion.
+
+        The same steps as a block of :meth:`_search_blocks`, with the quantizer's top-k search
+        in place of full distance rows: search, expand with the decoded neighbours, search again.
+        """
+        quantizer = self.quantizer_
+        exclude_self = X is None
+        if exclude_self:
+            queries = quantizer.inverse_transform(quantizer.codes_)
+        else:
+            queries = self._validate_descriptors(X, reset=False)
+        queries = _prepare_quantized_queries(queries, self.metric)
+        if self.query_expansion is not None:
+            distances, indices = self._quantized_search(queries, self.qe_neighbors, exclude_self)
+            # Decode only the neighbours, renumbered 0..n_unique-1 for the weighted sum.
+            unique, local_indices = np.unique(indices, return_inverse=True)
+            neighbours = _as_float32(quantizer.inverse_transform(quantizer.codes_[unique]))
+            alpha = self.qe_alpha if self.query_expansion == "alpha" else None
+            queries = _as_float32(
+                _aggregate_neighbours(
+                    queries, neighbours, local_indices.reshape(indices.shape), 1 - distances, alpha
+                )
+            )
+        return self._quantized_search(queries, n_neighbors, exclude_self)
+
+    def _quantized_search(self, queries, n_neighbors, exclude_self):
+        """``quantizer_.kneighbors`` in the retriever's metric; without self-matches if asked."""
+        k = n_neighbors + exclude_self
+        squared_distances, indices = self.quantizer_.kneighbors(queries, n_neighbors=k)
+        distances = _squared_to_metric(np.asarray(squared_distances, dtype=np.float32), self.metric)
+        if exclude_self:
+            distances, indices = _drop_self(distances, indices, n_neighbors)
+        return distances, indices
 
     def kneighbors_graph(self, X=None, n_neighbors=None, mode="connectivity"):
         """Sparse graph of the nearest database items of each query.
