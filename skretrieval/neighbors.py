@@ -25,6 +25,14 @@ from skretrieval.metrics import map_scorer
 
 __all__ = ["ImageRetriever"]
 
+# Tiled top-k search (vector kernels): database items scored per tile, and at most this many
+# queries per block. A 512 x 2,048 float32 tile of distances is 4 MiB, so it is reduced to the
+# running top k while it is still in cache instead of being written out to memory. Measured on
+# 2 cores at 300k and 1M x 128 and 100k x 512: tiles of 2 to 8 MiB were equally fast, within
+# noise, and larger ones slower (benchmarks/README.md).
+_TILE_COLUMNS = 2048
+_TILE_ROWS = 512
+
 
 def _smallest_k(distances, k):
     """Sorted distances and column indices of the ``k`` smallest entries of each row.
@@ -33,7 +41,7 @@ def _smallest_k(distances, k):
     columns, bounds the answer from above: one vectorised comparison keeps the few entries below
     it and only those are sorted. That is several times faster than ``argpartition`` over every
     entry. When the threshold is loose (e.g. many ties) we fall back to ``argpartition``; both
-    routes are exact.
+    routes are exact, and equal distances come in column order (also across the k-th place).
     """
     n_rows, n_columns = distances.shape
     if k >= n_columns:
@@ -52,14 +60,92 @@ def _smallest_k(distances, k):
             rank_in_row = np.arange(len(rows)) - np.searchsorted(rows, rows)
             keep = rank_in_row < k
             return values[keep].reshape(n_rows, k), columns[keep].reshape(n_rows, k)
-    candidates = np.argpartition(distances, k - 1, axis=1)[:, :k]
-    return _sorted_rows(np.take_along_axis(distances, candidates, axis=1), candidates)
+    # Candidates in column order, so that the stable sort puts equal distances by column.
+    candidates = np.sort(np.argpartition(distances, k - 1, axis=1)[:, :k], axis=1)
+    values, candidates = _sorted_rows(np.take_along_axis(distances, candidates, axis=1), candidates)
+    # argpartition picks arbitrary columns among entries equal to the k-th smallest value; in
+    # the rows where such ties cross the k-th place, keep the first columns instead.
+    crossing = np.flatnonzero(np.count_nonzero(distances <= values[:, -1:], axis=1) > k)
+    if len(crossing):
+        order = np.argsort(distances[crossing], axis=1, kind="stable")[:, :k]
+        candidates[crossing] = order
+        values[crossing] = np.take_along_axis(distances[crossing], order, axis=1)
+    return values, candidates
 
 
 def _sorted_rows(distances, indices):
     """Sort each row of ``distances`` (ties by column order) and permute ``indices`` alike."""
     order = np.argsort(distances, axis=1, kind="stable")
     return np.take_along_axis(distances, order, axis=1), np.take_along_axis(indices, order, axis=1)
+
+
+def _merge_smallest_k(distances, indices, tile, offset):
+    """Merge a tile of distances into each row's running ``k`` smallest, in place.
+
+    ``distances`` and ``indices`` (shape ``(n_rows, k)``, sorted, ties by index) hold the ``k``
+    smallest distances to the database columns before ``offset``; ``tile`` holds the distances
+    to the columns from ``offset`` on. A tile entry can only enter a row's list if it is
+    strictly below the row's current ``k``-th distance (an equal one loses the tie to the
+    smaller index already listed). Past the first tiles most rows have no such entry: a
+    row-wise minimum (cheaper than an elementwise comparison) finds the rows that do, and only
+    those are compared and re-sorted.
+    """
+    n_rows, k = distances.shape
+    thresholds = distances[:, -1:]
+    candidate_rows = np.flatnonzero(tile.min(axis=1) < thresholds[:, 0])
+    if len(candidate_rows) == 0:
+        return
+    if 2 * len(candidate_rows) < n_rows:
+        tile, thresholds = tile[candidate_rows], thresholds[candidate_rows]
+    else:
+        candidate_rows = np.arange(n_rows)
+    rows, columns = np.divmod(np.flatnonzero(tile < thresholds), tile.shape[1])
+    # Positions in the (possibly reduced) tile, and the rows they belong to.
+    values = tile[rows, columns]
+    rows = candidate_rows[rows]
+    updated = np.unique(rows)
+    all_rows = np.concatenate([np.repeat(updated, k), rows])
+    all_values = np.concatenate([distances[updated].ravel(), values])
+    all_columns = np.concatenate([indices[updated].ravel(), columns + offset])
+    order = np.lexsort((all_columns, all_values, all_rows))
+    all_rows, all_values, all_columns = all_rows[order], all_values[order], all_columns[order]
+    keep = np.arange(len(all_rows)) - np.searchsorted(all_rows, all_rows) < k
+    distances[updated] = all_values[keep].reshape(len(updated), k)
+    indices[updated] = all_columns[keep].reshape(len(updated), k)
+
+
+def _tiled_smallest_k(tile_distances, n_columns, k, tile_columns):
+    """:func:`_smallest_k` of a distance matrix computed one tile of columns at a time.
+
+    ``tile_distances(start, stop)`` returns the distances of every row to the columns
+    ``start:stop``. Each tile is reduced to the running top ``k`` (:func:`_merge_smallest_k`)
+    while it is still in cache, so the full ``(n_rows, n_columns)`` matrix is never formed.
+    Same result as :func:`_smallest_k` of the full matrix: ties by column index.
+    """
+    distances, indices = _smallest_k(tile_distances(0, tile_columns), k)
+    indices = indices.astype(np.intp, copy=False)
+    for start in range(tile_columns, n_columns, tile_columns):
+        tile = tile_distances(start, min(start + tile_columns, n_columns))
+        _merge_smallest_k(distances, indices, tile, start)
+    return distances, indices
+
+
+def _row_slicer(state, n_rows):
+    """``slicer(start, stop)`` taking rows of a prepared database state, or None.
+
+    A state is sliceable when it is an array, or a plain tuple of arrays, with one row per
+    database item (the vector kernels: unit rows for cosine, rows and their squared norms for
+    Euclidean). Other states (named tuples of decompositions, quantised databases) are not.
+    """
+
+    def is_rows(part):
+        return isinstance(part, np.ndarray) and part.ndim >= 1 and len(part) == n_rows
+
+    if is_rows(state):
+        return lambda start, stop: state[start:stop]
+    if type(state) is tuple and state and all(map(is_rows, state)):
+        return lambda start, stop: tuple(part[start:stop] for part in state)
+    return None
 
 
 def _aggregate_neighbours(vectors, database, indices, similarities, alpha=None):
@@ -177,10 +263,12 @@ class ImageRetriever(BaseEstimator):
 
     Without a ``quantizer``, search is exact and brute force: the distance from a block of
     queries to the whole database is one matrix product (or one batched decomposition for
-    matrix descriptors), and the
-    ``n_neighbors`` smallest are found with ``argpartition``. Blocks are sized by scikit-learn's
-    ``working_memory`` setting, so a large database never needs the full
-    ``n_queries x n_database`` distance matrix in memory.
+    matrix descriptors), and the ``n_neighbors`` smallest are kept, equal distances in
+    database order. Blocks are sized by scikit-learn's ``working_memory`` setting, so a large
+    database never needs the full ``n_queries x n_database`` distance matrix in memory. For
+    vectors, :meth:`kneighbors` goes further: it scores the database one tile of a few thousand
+    items at a time and merges each tile into the running top ``n_neighbors`` while it is in
+    cache, so not even one full row of distances is formed.
 
     Parameters
     ----------
@@ -249,7 +337,7 @@ class ImageRetriever(BaseEstimator):
     -----
     Query expansion happens wherever queries are searched -- :meth:`kneighbors`,
     :meth:`kneighbors_graph`, :meth:`score` and the scorers of :mod:`skretrieval.metrics` --
-    because they all read the same blocks of distances.
+    because they all run the same search of query blocks.
 
     ``kneighbors(X=None)`` queries each database item as it was given to ``fit`` (not its
     DBA-augmented version) and leaves it out of its own result list. With query expansion it
@@ -441,10 +529,13 @@ class ImageRetriever(BaseEstimator):
 
     def _augment_database(self, X, database, n_samples):
         """Database-side augmentation: one leave-one-out kNN of the database, one weighted sum."""
-        blocks = self._search_blocks(X, database, exclude_self=True, n_database=n_samples)
-        neighbours = [_smallest_k(distances, self.dba_neighbors) for _, _, distances in blocks]
-        distances = np.concatenate([d for d, _ in neighbours])
-        indices = np.concatenate([i for _, i in neighbours])
+        blocks = list(
+            self._search_blocks(
+                X, database, exclude_self=True, n_database=n_samples, n_neighbors=self.dba_neighbors
+            )
+        )
+        distances = np.concatenate([block[2] for block in blocks])
+        indices = np.concatenate([block[3] for block in blocks])
         return _aggregate_neighbours(database, database, indices, 1 - distances, self.dba_alpha)
 
     def _validate_descriptors(self, X, *, reset):
@@ -459,8 +550,9 @@ class ImageRetriever(BaseEstimator):
         ``distances`` has shape ``(stop - start, n_samples_fit_)``, lower is more similar. With
         ``X=None`` the queries are the database items themselves, each at distance ``+inf``
         from itself so that it is never its own neighbour. With ``query_expansion`` the
-        distances are those of the expanded queries. Every search goes through here
-        (``score`` and the retrieval scorers; ``kneighbors`` too, except with a quantizer).
+        distances are those of the expanded queries. ``score`` and the retrieval scorers,
+        which need every distance, read these; ``kneighbors`` runs the same search through
+        :meth:`_search_blocks` keeping only the top k (tiled over the database for vectors).
 
         With a quantizer the database is decoded once per call and the distances are the ADC
         distances to the decoded vectors (float32); with ``X=None`` the queries are the decoded
@@ -485,7 +577,14 @@ class ImageRetriever(BaseEstimator):
         )
 
     def _search_blocks(
-        self, queries, database_state, *, exclude_self, expand=False, n_database=None
+        self,
+        queries,
+        database_state,
+        *,
+        exclude_self,
+        expand=False,
+        n_database=None,
+        n_neighbors=None,
     ):
         """The blocks of :meth:`_distance_blocks` against a given database state.
 
@@ -493,16 +592,42 @@ class ImageRetriever(BaseEstimator):
         retriever's own database state exists (``n_database`` then gives its size).
         ``database_state`` is the kernel's prepared database, or :class:`_Reconstructions`
         for a quantised one.
+
+        With ``n_neighbors``, yield ``(start, stop, distances, indices)`` with only the
+        ``n_neighbors`` smallest distances of each query instead (as :func:`_smallest_k`).
+        Where the database state can be sliced by rows (the vector kernels), these top-k
+        searches -- and the first search of query expansion -- go over the database one tile
+        of :data:`_TILE_COLUMNS` items at a time and never form full rows of distances.
         """
         n_queries = self._kernel.n_samples(queries)
         if n_database is None:
             n_database = self.n_samples_fit_
         n_threads = effective_n_jobs(self.n_jobs)
-        # Each thread holds one block of float64 distances (a conservative row size); at least
-        # one query per block even when that exceeds the working memory.
-        row_bytes = 8 * n_database * n_threads
+        database_rows = None
+        if self._kernel.descriptor == "vectors" and not isinstance(
+            database_state, _Reconstructions
+        ):
+            database_rows = _row_slicer(database_state, n_database)
+
+        def tile_columns(k):
+            """Columns per tile for a top-``k`` search; None for full rows."""
+            if database_rows is None:
+                return None
+            # A tile must hold the k smallest several times over for its filter to bite.
+            columns = max(_TILE_COLUMNS, 4 * k)
+            return columns if columns < n_database else None
+
+        searches = [n_neighbors] + ([self.qe_neighbors] if expand else [])
+        tiled = n_neighbors is not None and all(tile_columns(k) for k in searches)
+        # Each thread holds one block of float64 distances (a conservative row size): full
+        # rows, or one tile of them; at least one query per block even when that exceeds the
+        # working memory.
+        row_bytes = 8 * (max(map(tile_columns, searches)) if tiled else n_database) * n_threads
         rows_in_memory = int(get_config()["working_memory"] * 2**20 // row_bytes)
         block_size = min(n_queries, max(1, rows_in_memory))
+        if tiled:
+            # Blocks small enough for a tile to stay in cache, and one per thread at least.
+            block_size = min(block_size, _TILE_ROWS, -(-n_queries // n_threads))
         alpha = self.qe_alpha if self.query_expansion == "alpha" else None
         if isinstance(database_state, _Reconstructions):
             metric = self.metric
@@ -525,26 +650,50 @@ class ImageRetriever(BaseEstimator):
             pairwise = self._kernel.pairwise
             expansion_database = database_state
 
-        def search(query_state, start):
-            distances = pairwise(query_state, database_state)
+        def search(query_state, start, columns=None):
+            """Distances of the queries from ``start`` on to the database items ``columns``.
+
+            ``columns`` is a ``(first, stop)`` range of database items, or None for all.
+            """
+            if columns is None:
+                first = 0
+                distances = pairwise(query_state, database_state)
+            else:
+                first = columns[0]
+                distances = pairwise(query_state, database_rows(*columns))
             if exclude_self:
                 rows = np.arange(len(distances))
-                distances[rows, start + rows] = np.inf
+                own = start + rows - first
+                inside = (own >= 0) & (own < distances.shape[1])
+                distances[rows[inside], own[inside]] = np.inf
             return distances
+
+        def search_smallest_k(query_state, start, k):
+            columns = tile_columns(k)
+            if columns is None:
+                return _smallest_k(search(query_state, start), k)
+            return _tiled_smallest_k(
+                lambda first, stop: search(query_state, start, (first, stop)),
+                n_database,
+                k,
+                columns,
+            )
 
         def block(start):
             stop = min(start + block_size, n_queries)
             query_state = prepare(queries[start:stop])
-            distances = search(query_state, start)
             if expand:
-                # In leave-one-out mode the query is already at +inf here, so its k expansion
+                # In leave-one-out mode the query is at +inf from itself, so its k expansion
                 # neighbours are other items and it enters the sum once, with weight 1.
-                top_distances, top_indices = _smallest_k(distances, self.qe_neighbors)
+                top_distances, top_indices = search_smallest_k(
+                    query_state, start, self.qe_neighbors
+                )
                 query_state = _aggregate_neighbours(
                     query_state, expansion_database, top_indices, 1 - top_distances, alpha
                 )
-                distances = search(query_state, start)
-            return start, stop, distances
+            if n_neighbors is None:
+                return start, stop, search(query_state, start)
+            return start, stop, *search_smallest_k(query_state, start, n_neighbors)
 
         starts = range(0, n_queries, block_size)
         if n_threads == 1:
@@ -594,11 +743,21 @@ class ImageRetriever(BaseEstimator):
         if getattr(self, "quantizer_", None) is not None:
             distances, indices = self._quantized_kneighbors(X, n_neighbors)
             return (distances, indices) if return_distance else indices
-        blocks = [
-            _smallest_k(distances, n_neighbors) for _, _, distances in self._distance_blocks(X)
-        ]
-        distances = np.concatenate([d for d, _ in blocks])
-        indices = np.concatenate([i for _, i in blocks])
+        if X is None:
+            queries = self._fit_X
+        else:
+            queries = self._validate_descriptors(X, reset=False)
+        blocks = list(
+            self._search_blocks(
+                queries,
+                self._fit_state,
+                exclude_self=X is None,
+                expand=self.query_expansion is not None,
+                n_neighbors=n_neighbors,
+            )
+        )
+        distances = np.concatenate([block[2] for block in blocks])
+        indices = np.concatenate([block[3] for block in blocks])
         return (distances, indices) if return_distance else indices
 
     def _quantized_kneighbors(self, X, n_neighbors):
