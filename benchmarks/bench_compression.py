@@ -53,10 +53,13 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from bench_orl import CREDIT as ORL_CREDIT  # noqa: E402
+from bench_orl import DEFAULT_ROOT as DEFAULT_ORL_ROOT  # noqa: E402
+from bench_orl import _load as _load_orl  # noqa: E402
 from joblib import cpu_count  # noqa: E402
 from sklearn.preprocessing import normalize  # noqa: E402
 
-from skretrieval.datasets import load_image_folder, make_copydays  # noqa: E402
+from skretrieval.datasets import make_copydays  # noqa: E402
 from skretrieval.extraction import CNNFeatureExtractor  # noqa: E402
 from skretrieval.metrics import mean_average_precision  # noqa: E402
 from skretrieval.neighbors import ImageRetriever  # noqa: E402
@@ -64,12 +67,7 @@ from skretrieval.pooling import GeMPooling  # noqa: E402
 from skretrieval.quantization import ProductQuantizer  # noqa: E402
 from skretrieval.whitening import PCAWhitening  # noqa: E402
 
-ORL_CREDIT = (
-    "ORL face database, Olivetti Research Laboratory / AT&T Laboratories Cambridge "
-    "(Samaria and Harter, 1994)"
-)
 REPOSITORY = Path(__file__).resolve().parent.parent
-DEFAULT_ORL_ROOT = REPOSITORY / ".." / "shared" / "data" / "orl_faces"
 DEFAULT_OUTPUT = REPOSITORY / "benchmarks" / "results" / "bench_compression.md"
 N_COMPONENTS = 128
 PQ_BYTES = (8, 16, 32, 64)
@@ -110,17 +108,6 @@ def _leave_one_out_map(vectors, labels, params):
     return mean_average_precision(relevant, -distances), error
 
 
-def _orl(root):
-    root = Path(root)
-    if not root.is_dir():
-        sys.exit(
-            f"ORL face database not found at {root.resolve()}.\nUnpack it there (folders "
-            "s1 ... s40 of 1.pgm ... 10.pgm) or pass --orl-root; it is not part of the repository."
-        )
-    data = load_image_folder(root, extensions=(".pgm",))
-    return list(data.filenames), np.asarray(data.target)
-
-
 def _copydays(n_copies):
     data = make_copydays(n_copies_per_image=n_copies, sources="all", max_size=384, random_state=0)
     return list(data.images), np.asarray(data.target)
@@ -135,7 +122,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     datasets = {
-        "ORL": _orl(args.orl_root),
+        "ORL": _load_orl(args.orl_root, option="--orl-root"),
         "Copydays-style": _copydays(args.copies),
     }
     extractor = CNNFeatureExtractor(max_size=args.max_size, pooling=GeMPooling(), progress=False)

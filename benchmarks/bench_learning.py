@@ -23,38 +23,26 @@ curve is drawn from runs of growing length.
 """
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from bench_orl import CREDIT, DEFAULT_ROOT, _load
 
-from skretrieval.datasets import load_image_folder
 from skretrieval.extraction import CNNFeatureExtractor
 from skretrieval.learning import EmbeddingLearner, RetrievalFineTuner
 from skretrieval.neighbors import ImageRetriever
 from skretrieval.pooling import GeMPooling
 from skretrieval.whitening import LearnedWhitening, PCAWhitening
 
-CREDIT = (
-    "ORL face database, Olivetti Research Laboratory / AT&T Laboratories Cambridge "
-    "(Samaria and Harter, 1994)"
-)
-DEFAULT_ROOT = Path(__file__).resolve().parent.parent / ".." / "shared" / "data" / "orl_faces"
 LOSSES = ("vmf", "pddm", "triplet", "contrastive")
 CURVE_EPOCHS = (1, 2, 3, 5, 8, 12, 20, 30, 50)
 
 
 def _load_split(root, seed=0):
     """Paths and labels of a seeded 5 / 5 split of each person's faces."""
-    root = Path(root)
-    if not root.is_dir():
-        sys.exit(
-            f"ORL face database not found at {root.resolve()}.\nUnpack it there (folders "
-            "s1 ... s40 of 1.pgm ... 10.pgm) or pass --root; it is not part of the repository."
-        )
-    data = load_image_folder(root, extensions=(".pgm",))
-    filenames, labels = np.asarray(data.filenames, dtype=object), data.target
+    filenames, labels = _load(root)
+    filenames = np.asarray(filenames, dtype=object)
     rng = np.random.default_rng(seed)
     train = np.zeros(len(labels), dtype=bool)
     for label in np.unique(labels):

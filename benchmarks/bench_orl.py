@@ -56,12 +56,13 @@ GMM_CONFIGS = ((8, 2, "full"), (16, 2, "full"), (16, 4, "diag"), (8, 4, "full"))
 GMM_REG_COVAR = 1e-3
 
 
-def _load(root, n_people):
+def _load(root, n_people=40, option="--root"):
+    """Paths and labels of the first ``n_people`` people; ``option`` names the CLI flag."""
     root = Path(root)
     if not root.is_dir():
         sys.exit(
             f"ORL face database not found at {root.resolve()}.\nUnpack it there (folders "
-            "s1 ... s40 of 1.pgm ... 10.pgm) or pass --root; it is not part of the repository."
+            f"s1 ... s40 of 1.pgm ... 10.pgm) or pass {option}; it is not part of the repository."
         )
     data = load_image_folder(root, extensions=(".pgm",))
     keep = data.target < n_people
