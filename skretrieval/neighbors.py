@@ -254,6 +254,15 @@ def _drop_self(distances, indices, n_neighbors):
     return distances[keep].reshape(shape), indices[keep].reshape(shape)
 
 
+def _concatenate_top_k(blocks):
+    """Stack the ``(start, stop, distances, indices)`` top-k blocks of a search, in order."""
+    blocks = list(blocks)
+    return (
+        np.concatenate([block[2] for block in blocks]),
+        np.concatenate([block[3] for block in blocks]),
+    )
+
+
 class ImageRetriever(BaseEstimator):
     """Rank a database of image descriptors for each query.
 
@@ -529,13 +538,11 @@ class ImageRetriever(BaseEstimator):
 
     def _augment_database(self, X, database, n_samples):
         """Database-side augmentation: one leave-one-out kNN of the database, one weighted sum."""
-        blocks = list(
+        distances, indices = _concatenate_top_k(
             self._search_blocks(
                 X, database, exclude_self=True, n_database=n_samples, n_neighbors=self.dba_neighbors
             )
         )
-        distances = np.concatenate([block[2] for block in blocks])
-        indices = np.concatenate([block[3] for block in blocks])
         return _aggregate_neighbours(database, database, indices, 1 - distances, self.dba_alpha)
 
     def _validate_descriptors(self, X, *, reset):
@@ -544,7 +551,7 @@ class ImageRetriever(BaseEstimator):
             return validate_data(self, X, dtype=[np.float64, np.float32], reset=reset)
         return self._kernel.validate(X, "X")
 
-    def _distance_blocks(self, X=None):
+    def _distance_blocks(self, X=None, n_neighbors=None):
         """Yield ``(start, stop, distances)`` for consecutive blocks of queries.
 
         ``distances`` has shape ``(stop - start, n_samples_fit_)``, lower is more similar. With
@@ -557,6 +564,9 @@ class ImageRetriever(BaseEstimator):
         With a quantizer the database is decoded once per call and the distances are the ADC
         distances to the decoded vectors (float32); with ``X=None`` the queries are the decoded
         database vectors.
+
+        With ``n_neighbors``, yield ``(start, stop, distances, indices)`` of the ``n_neighbors``
+        nearest only (see :meth:`_search_blocks`).
         """
         check_is_fitted(self)
         exclude_self = X is None
@@ -574,6 +584,7 @@ class ImageRetriever(BaseEstimator):
             database_state,
             exclude_self=exclude_self,
             expand=self.query_expansion is not None,
+            n_neighbors=n_neighbors,
         )
 
     def _search_blocks(
@@ -743,21 +754,7 @@ class ImageRetriever(BaseEstimator):
         if getattr(self, "quantizer_", None) is not None:
             distances, indices = self._quantized_kneighbors(X, n_neighbors)
             return (distances, indices) if return_distance else indices
-        if X is None:
-            queries = self._fit_X
-        else:
-            queries = self._validate_descriptors(X, reset=False)
-        blocks = list(
-            self._search_blocks(
-                queries,
-                self._fit_state,
-                exclude_self=X is None,
-                expand=self.query_expansion is not None,
-                n_neighbors=n_neighbors,
-            )
-        )
-        distances = np.concatenate([block[2] for block in blocks])
-        indices = np.concatenate([block[3] for block in blocks])
+        distances, indices = _concatenate_top_k(self._distance_blocks(X, n_neighbors))
         return (distances, indices) if return_distance else indices
 
     def _quantized_kneighbors(self, X, n_neighbors):
