@@ -2,7 +2,6 @@
 
 import pickle
 
-import faiss
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -15,15 +14,7 @@ from skretrieval.neighbors import ImageRetriever, _drop_self
 from skretrieval.persistence import load, save
 from skretrieval.quantization import ProductQuantizer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_faiss_thread():
-    # Spinning OpenMP threads make small faiss k-means runs many times slower on a loaded
-    # machine (see tests/test_quantization.py).
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_faiss_thread")
 
 
 @parametrize_with_checks(

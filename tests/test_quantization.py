@@ -12,15 +12,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skretrieval.quantization import ProductQuantizer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_faiss_thread():
-    # OpenMP threads spin while waiting; on a loaded CI machine two of them make these small
-    # k-means runs 10x slower. The estimator never uses more threads than the caller allows.
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_faiss_thread")
 
 
 @parametrize_with_checks(
