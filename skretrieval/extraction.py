@@ -21,6 +21,7 @@ How extraction is made fast
 See ``benchmarks/bench_extraction.py`` for the measurements behind these choices.
 """
 
+import functools
 import importlib.util
 import math
 import os
@@ -130,6 +131,29 @@ def _uses_channels_last(device):
 def _workers_run_network(device):
     """Whether worker threads run the network themselves (CPU) or only decode (accelerators)."""
     return device.type == "cpu"
+
+
+@functools.lru_cache(maxsize=None)
+def _imagenet_mean_std(device):
+    """ImageNet mean and std as ``(1, 3, 1, 1)`` tensors on ``device``, made once per device.
+
+    Once: building them per batch would copy from pageable host memory, a synchronisation
+    point on CUDA. Made outside inference mode so that training code may use them too.
+    """
+    with torch.inference_mode(False):
+        mean = torch.as_tensor(_IMAGENET_MEAN, device=device).reshape(1, 3, 1, 1)
+        std = torch.as_tensor(_IMAGENET_STD, device=device).reshape(1, 3, 1, 1)
+    return mean, std
+
+
+def _normalize_pixels(pixels, device):
+    """uint8 ``(n, h, w, 3)`` pixels -> float ``(n, 3, h, w)`` on ``device``, as ToTensor +
+    Normalize compute it; channels-last strides where the network runs channels-last."""
+    mean, std = _imagenet_mean_std(device)
+    # Asynchronous from pinned memory on CUDA; a no-op on CPU.
+    inputs = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
+    inputs = inputs.div_(255).sub_(mean).div_(std)
+    return inputs if _uses_channels_last(device) else inputs.contiguous()
 
 
 def _autocast(device):
@@ -1008,18 +1032,11 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
         workers_run_network = _workers_run_network(device)
         max_pixels = _CPU_BATCH_PIXELS if device.type == "cpu" else None
         batches = _batches(images, self.batch_size, max_pixels)
-        mean = torch.as_tensor(_IMAGENET_MEAN, device=device).reshape(1, 3, 1, 1)
-        std = torch.as_tensor(_IMAGENET_STD, device=device).reshape(1, 3, 1, 1)
 
         def forward(pixels):
             """uint8 NHWC pixels -> float32 numpy feature maps (n, C, h, w)."""
             with torch.inference_mode():
-                # Asynchronous from pinned memory on CUDA; a no-op on CPU.
-                pixels = pixels.to(device, non_blocking=True)
-                # NCHW float with channels-last strides, as ToTensor + Normalize compute it.
-                inputs = pixels.permute(0, 3, 1, 2).float().div_(255).sub_(mean).div_(std)
-                if not _uses_channels_last(device):
-                    inputs = inputs.contiguous()
+                inputs = _normalize_pixels(pixels, device)
                 with _autocast(device):
                     outputs = self.model_(inputs)
                 return outputs.float().contiguous().cpu().numpy()

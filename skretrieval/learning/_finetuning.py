@@ -34,8 +34,6 @@ from torchvision.models import WeightsEnum
 from tqdm import tqdm
 
 from ..extraction import (
-    _IMAGENET_MEAN,
-    _IMAGENET_STD,
     _as_image_list,
     _assign_trunk_state,
     _batches,
@@ -43,6 +41,7 @@ from ..extraction import (
     _check_backbone,
     _initial_state_dict,
     _make_trunk,
+    _normalize_pixels,
     _plan,
     _prefetched,
     _prepare_batch,
@@ -172,15 +171,6 @@ def _autocast(device, enabled):
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
     return nullcontext()
-
-
-def _normalize_pixels(pixels, device):
-    """uint8 (n, h, w, 3) -> float (n, 3, h, w) normalised as torchvision's ImageNet models."""
-    mean = torch.as_tensor(_IMAGENET_MEAN, device=device).reshape(1, 3, 1, 1)
-    std = torch.as_tensor(_IMAGENET_STD, device=device).reshape(1, 3, 1, 1)
-    inputs = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
-    inputs = inputs.div_(255).sub_(mean).div_(std)
-    return inputs if _uses_channels_last(device) else inputs.contiguous()
 
 
 def _shape_groups(pixels, indices, batch_size=None):
