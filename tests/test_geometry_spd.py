@@ -287,7 +287,7 @@ class _Boxes:
 
 @pytest.fixture
 def boxes_kernel():
-    from skretrieval import geometry
+    from skretrieval.geometry import _registry
 
     kernel = DistanceKernel(
         name="wasserstein",
@@ -299,7 +299,7 @@ def boxes_kernel():
     )
     register_kernel(kernel)
     yield kernel
-    del geometry._KERNELS["wasserstein"]["test boxes"]
+    del _registry._KERNELS["wasserstein"]["test boxes"]
 
 
 def test_one_name_dispatches_on_descriptor_type(boxes_kernel):

@@ -192,7 +192,7 @@ def test_kl_of_a_mixture_with_itself_is_zero(approximation):
 
 def test_monte_carlo_kl_is_exact_in_expectation():
     # One component: the Monte Carlo estimate is within a few standard errors of the exact KL.
-    from skretrieval.geometry import _monte_carlo_kl, _prepare_mixture_kl
+    from skretrieval.geometry._mixtures import _monte_carlo_kl, _prepare_mixture_kl
 
     rng = np.random.default_rng(7)
     Q, D = random_mixtures(rng, 2, 1, 3), random_mixtures(rng, 3, 1, 3)
@@ -207,7 +207,7 @@ def test_monte_carlo_kl_is_exact_in_expectation():
 
 
 def test_monte_carlo_kl_log_densities_and_convergence():
-    from skretrieval.geometry import _monte_carlo_kl, _prepare_mixture_kl
+    from skretrieval.geometry._mixtures import _monte_carlo_kl, _prepare_mixture_kl
 
     rng = np.random.default_rng(8)
     Q, D = random_mixtures(rng, 1, 3, 2), random_mixtures(rng, 2, 2, 2)
@@ -219,7 +219,7 @@ def test_monte_carlo_kl_log_densities_and_convergence():
     reference = mixture_kl_divergences(Q, D, **large)
     assert (np.abs(estimate - reference) < 4 * error).all()
     # The same draws, with densities from scipy: the estimator itself is right.
-    from skretrieval.geometry import _sample_mixtures
+    from skretrieval.geometry._mixtures import _sample_mixtures
 
     state = _prepare_mixture_kl(Q, **small)
     x = _sample_mixtures(state, 500, 1)[0]

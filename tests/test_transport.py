@@ -1,16 +1,13 @@
-"""Batched exact transport solver (skretrieval._transport) against POT's network simplex."""
+"""Batched exact transport solver (geometry._transport) against POT's network simplex."""
 
 import numpy as np
 import ot
 import pytest
 
-from skretrieval._transport import batched_transport_cost
 from skretrieval.descriptors import GaussianMixtures
-from skretrieval.geometry import (
-    _component_squared_bures,
-    _prepare_mixture_wasserstein,
-    mixture_wasserstein_distances,
-)
+from skretrieval.geometry import mixture_wasserstein_distances
+from skretrieval.geometry._mixtures import _component_squared_bures, _prepare_mixture_wasserstein
+from skretrieval.geometry._transport import batched_transport_cost
 
 SIZES = [(2, 2), (2, 5), (3, 3), (4, 4), (5, 3), (8, 8)]
 KINDS = ["random", "equal", "integer", "zeros", "one_hot", "repeated"]
@@ -91,7 +88,7 @@ def test_larger_problems_match_pot(m, k):
 
 def test_blocks_of_problems(monkeypatch):
     # Problems are solved in blocks of at least 1024: 2,500 problems make three blocks.
-    from skretrieval import _transport
+    from skretrieval.geometry import _transport
 
     rng = np.random.default_rng(5)
     a, b, cost = random_problems(rng, "random", 2500, 4, 3)

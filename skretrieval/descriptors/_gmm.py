@@ -1,0 +1,204 @@
+"""One Gaussian mixture per image, fitted to its local features."""
+
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.parallel import Parallel, delayed
+
+from skretrieval._utils.validation import check_local_features
+from skretrieval.descriptors._local import check_n_features
+from skretrieval.descriptors._mixtures import GaussianMixtures
+
+
+def _fit_mixture(index, features, n_components, covariance_type, reg_covar, max_iter, tol, seed):
+    """Fit the GaussianMixture of image ``index``.
+
+    Returns ``(weights, means, covariances, converged)``.
+    """
+    model = GaussianMixture(
+        n_components=n_components,
+        covariance_type=covariance_type,
+        reg_covar=reg_covar,
+        max_iter=max_iter,
+        tol=tol,
+        random_state=seed,
+    )
+    with warnings.catch_warnings():
+        # Reported once by the caller: warnings raised in joblib workers would be lost.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        try:
+            model.fit(features)
+        except ValueError as error:
+            raise ValueError(
+                f"Fitting the Gaussian mixture of X[{index}] ({features.shape[0]} local "
+                f"features of dimension {features.shape[1]}) failed: {error}"
+            ) from error
+    return model.weights_, model.means_, model.covariances_, model.converged_
+
+
+# auto_wrap_output_keys=None: a GaussianMixtures container, which set_output's pandas or polars
+# containers cannot hold.
+class GMMDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
+    """One Gaussian mixture per image, fitted to its local features.
+
+    Each image's local features (e.g. the output of :class:`LocalPCA`) are modelled by a
+    :class:`~sklearn.mixture.GaussianMixture` with ``n_components`` components, fitted by EM
+    independently per image (in parallel with ``n_jobs``). The mixtures are returned in a
+    :class:`GaussianMixtures` container. Images whose EM does not converge keep their last
+    estimate and are named in one ``ConvergenceWarning``.
+
+    The transformer is stateless: ``fit`` only validates ``X`` and records
+    ``n_features_in_``, and ``transform`` works without it.
+
+    Parameters
+    ----------
+    n_components : int, default=4
+        Number ``K`` of components per image. An image with fewer local features raises a
+        ``ValueError`` naming it.
+    covariance_type : {"full", "diag"}, default="full"
+        Full covariance matrices or diagonal (per-dimension) variances.
+    reg_covar : float, default=1e-6
+        Non-negative regularisation added to the covariance diagonals (keeps them positive).
+    max_iter : int, default=100
+        Maximum number of EM iterations.
+    tol : float, default=1e-3
+        EM convergence threshold on the lower bound.
+    random_state : int, RandomState instance or None, default=None
+        Seed of every image's ``GaussianMixture`` initialisation: each image is fitted with
+        ``GaussianMixture(random_state=random_state)`` for an int. A RandomState instance is
+        first reduced to one integer seed, so the result never depends on ``n_jobs``.
+    n_jobs : int or None, default=None
+        Number of images fitted in parallel (joblib); ``None`` means 1 unless in a
+        ``joblib.parallel_backend`` context, -1 means all processors.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Dimension ``d`` of the local features seen in ``fit``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skretrieval.descriptors import GMMDescriptor
+    >>> rng = np.random.default_rng(0)
+    >>> local = [rng.normal(size=(40, 3)), rng.normal(size=(30, 3))]
+    >>> mixtures = GMMDescriptor(n_components=2, random_state=0).fit_transform(local)
+    >>> mixtures
+    GaussianMixtures(n_mixtures=2, n_components=2, n_features=3, covariance_type='full')
+    >>> mixtures.covariances.shape
+    (2, 2, 3, 3)
+    """
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "covariance_type": [StrOptions({"full", "diag"})],
+        "reg_covar": [Interval(Real, 0.0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0.0, None, closed="left")],
+        "random_state": ["random_state"],
+        "n_jobs": [Integral, None],
+    }
+
+    def __init__(
+        self,
+        n_components=4,
+        covariance_type="full",
+        reg_covar=1e-6,
+        max_iter=100,
+        tol=1e-3,
+        random_state=None,
+        n_jobs=None,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Validate ``X`` and record the dimension of its local features.
+
+        Parameters
+        ----------
+        X : list of ndarray of shape (n_i, d), or ndarray of shape (n, m, d)
+            Local features of each image, e.g. the output of :class:`LocalPCA`.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : GMMDescriptor
+            Fitted estimator.
+        """
+        features = check_local_features(X)
+        check_n_features(self, features[0].shape[1], reset=True)
+        return self
+
+    def transform(self, X):
+        """Fit one Gaussian mixture per image.
+
+        Parameters
+        ----------
+        X : list of ndarray of shape (n_i, d), or ndarray of shape (n, m, d)
+            Local features of each image.
+
+        Returns
+        -------
+        mixtures : GaussianMixtures
+            ``n`` mixtures of ``n_components`` components in dimension ``d``.
+        """
+        self._validate_params()
+        features = check_local_features(X)
+        check_n_features(self, features[0].shape[1], reset=False)
+        for i, image in enumerate(features):
+            if image.shape[0] < self.n_components:
+                raise ValueError(
+                    f"X[{i}] has {image.shape[0]} local features, fewer than "
+                    f"n_components={self.n_components}: a mixture needs at least one local "
+                    "feature per component."
+                )
+        seed = self.random_state
+        if isinstance(seed, np.random.RandomState):
+            seed = int(seed.randint(np.iinfo(np.int32).max))
+        results = Parallel(n_jobs=self.n_jobs)(
+            delayed(_fit_mixture)(
+                i,
+                image,
+                self.n_components,
+                self.covariance_type,
+                self.reg_covar,
+                self.max_iter,
+                self.tol,
+                seed,
+            )
+            for i, image in enumerate(features)
+        )
+        weights, means, covariances, converged = zip(*results, strict=True)
+        not_converged = [i for i, flag in enumerate(converged) if not flag]
+        if not_converged:
+            warnings.warn(
+                f"EM did not converge in max_iter={self.max_iter} iterations for images "
+                f"{not_converged}; their last estimates are used. Increase max_iter or tol.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        return GaussianMixtures(
+            np.stack(weights), np.stack(means), np.stack(covariances), self.covariance_type
+        )
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # Input is a ragged list of (n_i, d) local-feature arrays; output a GaussianMixtures.
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.requires_fit = False
+        tags.transformer_tags.preserves_dtype = []
+        return tags

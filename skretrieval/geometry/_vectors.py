@@ -1,0 +1,103 @@
+"""Distances between vectors: cosine and Euclidean, and their kernels."""
+
+import numpy as np
+from sklearn.preprocessing import normalize
+from sklearn.utils.validation import check_array
+
+from skretrieval._utils.linalg import squared_euclidean_distances, squared_row_norms
+from skretrieval.geometry._registry import DistanceKernel, register_kernel
+
+
+def cosine_distances(Q, D, *, normalized=False):
+    """Cosine distance ``1 - <q, d> / (|q| |d|)`` between every row of ``Q`` and of ``D``.
+
+    Parameters
+    ----------
+    Q : ndarray of shape (n_queries, n_features)
+    D : ndarray of shape (n_database, n_features)
+    normalized : bool, default=False
+        Set when both sets already have unit rows, to skip the normalisation.
+
+    Returns
+    -------
+    distances : ndarray of shape (n_queries, n_database)
+        Values in ``[0, 2]``; a zero vector is at distance 1 from everything.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> cosine_distances(np.array([[1.0, 0.0]]), np.array([[2.0, 0.0], [0.0, 1.0]]))
+    array([[0., 1.]])
+    """
+    if not normalized:
+        Q, D = normalize(Q), normalize(D)
+    distances = Q @ D.T
+    # 1 - s computed in place; clipping removes the rounding that takes s past +-1.
+    np.subtract(1, distances, out=distances)
+    return np.clip(distances, 0, 2, out=distances)
+
+
+def euclidean_distances(Q, D, *, D_squared_norms=None):
+    """Euclidean distance between every row of ``Q`` and of ``D``, via one matrix product.
+
+    Parameters
+    ----------
+    Q : ndarray of shape (n_queries, n_features)
+    D : ndarray of shape (n_database, n_features)
+    D_squared_norms : ndarray of shape (n_database,), default=None
+        Precomputed ``(D ** 2).sum(axis=1)``, to reuse across query blocks.
+
+    Returns
+    -------
+    distances : ndarray of shape (n_queries, n_database)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> euclidean_distances(np.array([[0.0, 0.0]]), np.array([[3.0, 4.0]]))
+    array([[5.]])
+    """
+    distances = squared_euclidean_distances(Q, D, D_squared_norms=D_squared_norms)
+    return np.sqrt(distances, out=distances)
+
+
+def _validate_vectors(X, name="X"):
+    return check_array(X, dtype=[np.float64, np.float32], input_name=name)
+
+
+def _prepare_cosine(X):
+    return normalize(X)
+
+
+def _pairwise_cosine(Q, D):
+    return cosine_distances(Q, D, normalized=True)
+
+
+def _prepare_euclidean(X):
+    return X, squared_row_norms(X)
+
+
+def _pairwise_euclidean(query_state, database_state):
+    Q, _ = query_state
+    D, D_squared_norms = database_state
+    return euclidean_distances(Q, D, D_squared_norms=D_squared_norms)
+
+
+register_kernel(
+    DistanceKernel(
+        name="cosine",
+        descriptor="vectors",
+        validate=_validate_vectors,
+        prepare=_prepare_cosine,
+        pairwise=_pairwise_cosine,
+    )
+)
+register_kernel(
+    DistanceKernel(
+        name="euclidean",
+        descriptor="vectors",
+        validate=_validate_vectors,
+        prepare=_prepare_euclidean,
+        pairwise=_pairwise_euclidean,
+    )
+)
