@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from sklearn.neighbors import NearestNeighbors  # noqa: E402
 from sklearn.preprocessing import normalize  # noqa: E402
 
-from skretrieval import neighbors  # noqa: E402
+import skretrieval.neighbors._search as blocked_search  # noqa: E402
 from skretrieval.neighbors import ImageRetriever  # noqa: E402
 
 try:
@@ -45,12 +45,12 @@ def _timed(function):
 
 def _full_rows(retriever, queries):
     """``retriever.kneighbors`` by the untiled route: one tile wider than the database."""
-    tile_columns = neighbors._TILE_COLUMNS
-    neighbors._TILE_COLUMNS = 2**62
+    tile_columns = blocked_search._TILE_COLUMNS
+    blocked_search._TILE_COLUMNS = 2**62
     try:
         return retriever.kneighbors(queries)
     finally:
-        neighbors._TILE_COLUMNS = tile_columns
+        blocked_search._TILE_COLUMNS = tile_columns
 
 
 def _faiss_search(index, queries, k):

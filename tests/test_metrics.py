@@ -25,6 +25,7 @@ from skretrieval.metrics import (
     precision_at_10_scorer,
     precision_at_k,
     recall_at_k,
+    ukbench_score,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -237,6 +238,31 @@ def test_precision_at_k_matches_loop_oracle():
         assert_allclose(recall_at_k(y_true, y_score, k), np.mean(recall))
 
 
+def test_ukbench_score_by_hand():
+    target = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    indices = np.array([[0, 1, 4, 2, 3, 5, 6, 7], [4, 5, 6, 7, 0, 1, 2, 3]])
+    y_true = np.array([0, 1])[:, None] == target[None, :]
+    # Scores that rank each row of `indices` best first.
+    y_score = np.empty(indices.shape)
+    np.put_along_axis(y_score, indices, -np.arange(8.0), axis=1)
+    # Query 0 (group 0): 0, 1, 2 in its top 4 -> 3; query 1 (group 1): all four -> 4.
+    assert ukbench_score(y_true, y_score) == 3.5
+
+
+def test_ukbench_score_conventions():
+    # One query as 1-D; ties in index order, as precision_at_k.
+    assert ukbench_score([0, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]) == 3.0
+    assert ukbench_score([0, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]) == 4 * precision_at_k(
+        [0, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1], 4
+    )
+    # The mean is over all queries, a query without a relevant item counting 0.
+    assert ukbench_score([[1, 1, 0, 0, 0], [0, 0, 0, 0, 0]], [[5, 4, 3, 2, 1]] * 2) == 1.0
+    with pytest.raises(ValueError, match="at least 4 database items"):
+        ukbench_score([[1, 1, 0]], [[3, 2, 1]])
+    with pytest.raises(ValueError, match="same shape"):
+        ukbench_score([[1, 1, 0, 0]], [[3, 2, 1]])
+
+
 # --------------------------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------------------------
@@ -447,7 +473,7 @@ class _BruteForceRetriever(BaseEstimator):
         self.y_ = None if y is None else np.asarray(y)
         return self
 
-    def _distance_blocks(self, X):
+    def distance_blocks(self, X):
         X = np.asarray(X, dtype=float)
         for start in range(0, len(X), self.block_size):
             stop = min(start + self.block_size, len(X))

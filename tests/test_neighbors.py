@@ -9,7 +9,8 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skretrieval.geometry import DistanceKernel, register_kernel
-from skretrieval.neighbors import ImageRetriever, _smallest_k
+from skretrieval.neighbors import ImageRetriever
+from skretrieval.neighbors._topk import smallest_k
 
 
 @parametrize_with_checks([ImageRetriever(), ImageRetriever(metric="euclidean", n_neighbors=2)])
@@ -52,7 +53,7 @@ def test_blocked_search_equals_one_block(data, n_jobs):
     # A working memory this small forces one query per block.
     with sklearn.config_context(working_memory=1e-4):
         blocked = retriever.kneighbors(queries)
-        blocks = list(retriever._distance_blocks(queries))
+        blocks = list(retriever.distance_blocks(queries))
     assert len(blocks) == len(queries)
     np.testing.assert_array_equal(blocked[1], expected[1])
     np.testing.assert_allclose(blocked[0], expected[0])
@@ -177,7 +178,7 @@ def test_smallest_k_is_exact_on_both_routes(shape, k, kind):
         distances = np.sort(rng.normal(size=shape), axis=1)
     else:
         distances = rng.normal(size=shape)
-    values, indices = _smallest_k(distances, k)
+    values, indices = smallest_k(distances, k)
     np.testing.assert_array_equal(values, np.sort(distances, axis=1)[:, :k])
     np.testing.assert_array_equal(np.take_along_axis(distances, indices, axis=1), values)
     assert all(len(set(row)) == k for row in indices)

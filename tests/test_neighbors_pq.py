@@ -10,7 +10,8 @@ from sklearn.preprocessing import normalize
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skretrieval.metrics import map_scorer
-from skretrieval.neighbors import ImageRetriever, _drop_self
+from skretrieval.neighbors import ImageRetriever
+from skretrieval.neighbors._topk import drop_self
 from skretrieval.persistence import load, save
 from skretrieval.quantization import ProductQuantizer
 
@@ -60,7 +61,7 @@ def _oracle_distances(queries, decoded, metric):
 
 
 def _blocks(retriever, X=None):
-    return np.concatenate([d for _, _, d in retriever._distance_blocks(X)])
+    return np.concatenate([d for _, _, d in retriever.distance_blocks(X)])
 
 
 def _assert_same_top_k(distances, indices, full, metric="cosine", atol=1e-5):
@@ -137,7 +138,7 @@ def test_kneighbors_graph_and_small_working_memory():
     np.testing.assert_allclose(np.sort(graph.toarray(), axis=1)[:, -3:], distances, atol=1e-6)
     whole = _blocks(retriever, X[:50])
     with sklearn.config_context(working_memory=0.01):  # blocks of a few queries
-        assert len(list(retriever._distance_blocks(X[:50]))) > 1
+        assert len(list(retriever.distance_blocks(X[:50]))) > 1
         # BLAS may round a product of fewer rows differently.
         np.testing.assert_allclose(_blocks(retriever, X[:50]), whole, atol=1e-6)
 
@@ -161,7 +162,7 @@ def test_leave_one_out_queries_the_decoded_database_without_self_matches():
 def test_drop_self_removes_the_item_wherever_it_is_else_the_last():
     indices = np.array([[0, 5, 6], [7, 1, 8], [3, 4, 2], [9, 8, 7]])
     distances = np.arange(12.0).reshape(4, 3)
-    kept_distances, kept = _drop_self(distances, indices, 2)
+    kept_distances, kept = drop_self(distances, indices, 2)
     np.testing.assert_array_equal(kept, [[5, 6], [7, 8], [3, 4], [9, 8]])
     np.testing.assert_array_equal(kept_distances, [[1, 2], [3, 5], [6, 7], [9, 10]])
 

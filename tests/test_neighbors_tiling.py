@@ -10,14 +10,11 @@ import numpy as np
 import pytest
 import sklearn
 
-from skretrieval import neighbors
-from skretrieval.neighbors import (
-    ImageRetriever,
-    _merge_smallest_k,
-    _row_slicer,
-    _smallest_k,
-    _tiled_smallest_k,
-)
+import skretrieval.neighbors._search as blocked_search
+from skretrieval.neighbors import ImageRetriever
+from skretrieval.neighbors._quantized import Reconstructions
+from skretrieval.neighbors._search import _row_slicer
+from skretrieval.neighbors._topk import _merge_smallest_k, smallest_k, tiled_smallest_k
 
 
 def _stable_top_k(distances, k):
@@ -40,14 +37,14 @@ def _exact_unit_vectors(n, rng, n_features=8, n_distinct=12):
 @pytest.fixture
 def tiny_tiles(monkeypatch):
     """Tiles of 16 database items and blocks of at most 8 queries, for small test databases."""
-    monkeypatch.setattr(neighbors, "_TILE_COLUMNS", 16)
-    monkeypatch.setattr(neighbors, "_TILE_ROWS", 8)
+    monkeypatch.setattr(blocked_search, "_TILE_COLUMNS", 16)
+    monkeypatch.setattr(blocked_search, "_TILE_ROWS", 8)
 
 
 def _untiled(retriever, X=None, **kwargs):
     """``retriever.kneighbors`` through full rows of distances (tiles wider than any database)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(neighbors, "_TILE_COLUMNS", 10**12)
+        patch.setattr(blocked_search, "_TILE_COLUMNS", 10**12)
         return retriever.kneighbors(X, **kwargs)
 
 
@@ -63,7 +60,7 @@ def test_tiled_smallest_k_matches_a_stable_sort_with_ties(tile_columns, k):
     distances = rng.integers(0, 4, size=(20, 97)).astype(np.float32)
     distances[3] = 1.0  # a row of equal values
     # (The retriever's tiles hold at least 4 k columns; the first tile needs k.)
-    values, indices = _tiled_smallest_k(
+    values, indices = tiled_smallest_k(
         lambda start, stop: distances[:, start:stop].copy(), 97, k, tile_columns
     )
     expected_values, expected_indices = _stable_top_k(distances, k)
@@ -89,7 +86,7 @@ def test_smallest_k_orders_ties_by_column_on_every_route(shape, k):
     rng = np.random.default_rng(1)
     # Values 0..2 only: ties cross the k-th place, where argpartition alone picks any column.
     distances = rng.integers(0, 3, size=shape).astype(np.float64)
-    values, indices = _smallest_k(distances, k)
+    values, indices = smallest_k(distances, k)
     expected_values, expected_indices = _stable_top_k(distances, k)
     np.testing.assert_array_equal(indices, expected_indices)
     np.testing.assert_array_equal(values, expected_values)
@@ -103,7 +100,7 @@ def test_row_slicer_takes_arrays_and_plain_tuples_of_rows_only():
     np.testing.assert_array_equal(sliced[1], X[4:6, 0])
     assert _row_slicer((X, X[:3]), 6) is None  # not one row per item
     assert _row_slicer([X], 6) is None
-    assert _row_slicer(neighbors._Reconstructions(X, X[:, 0]), 6) is None
+    assert _row_slicer(Reconstructions(X, X[:, 0]), 6) is None
 
 
 # --- ImageRetriever: tiled against full rows --------------------------------------------------
@@ -169,12 +166,12 @@ def test_expansion_and_augmentation_equal_full_rows(data, params, n_jobs):
     database, queries = data
     retriever = ImageRetriever(7, n_jobs=n_jobs, **params).fit(database)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(neighbors, "_TILE_COLUMNS", 10**12)
+        patch.setattr(blocked_search, "_TILE_COLUMNS", 10**12)
         reference = ImageRetriever(7, n_jobs=n_jobs, **params).fit(database)
         expected = reference.kneighbors(queries)
         expected_loo = reference.kneighbors()
         # score and the scorers read full rows: the same expanded queries.
-        rows = np.concatenate([d for _, _, d in reference._distance_blocks(queries)])
+        rows = np.concatenate([d for _, _, d in reference.distance_blocks(queries)])
     np.testing.assert_allclose(retriever._fit_state, reference._fit_state, rtol=1e-5, atol=1e-6)
     for found, wanted in (
         (retriever.kneighbors(queries), expected),
@@ -192,7 +189,7 @@ def test_expansion_and_augmentation_equal_full_rows(data, params, n_jobs):
 def test_default_tiles_order_exact_ties_by_index(metric, dtype):
     """A database larger than one default tile, with exact distances and many duplicates."""
     rng = np.random.default_rng(2)
-    n_database = neighbors._TILE_COLUMNS * 2 + 123
+    n_database = blocked_search._TILE_COLUMNS * 2 + 123
     database = _exact_unit_vectors(n_database, rng).astype(dtype)
     queries = _exact_unit_vectors(13, rng).astype(dtype)
     if metric == "euclidean":

@@ -8,7 +8,8 @@ from sklearn.metrics import average_precision_score
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skretrieval.neighbors import ImageRetriever, _aggregate_neighbours
+from skretrieval.neighbors import ImageRetriever
+from skretrieval.neighbors._expansion import aggregate_neighbours
 
 
 @parametrize_with_checks(
@@ -138,11 +139,11 @@ def test_database_side_augmentation_flips_a_ranking_by_hand():
 def test_aggregate_neighbours_handles_negative_similarities():
     database = _unit([0, 180])
     # The second neighbour is opposite (similarity -1): weight 0 under alpha, 1 when uniform.
-    expanded = _aggregate_neighbours(
+    expanded = aggregate_neighbours(
         _unit(90), database, np.array([[0, 1]]), np.array([[0.5, -1.0]]), alpha=1.5
     )
     np.testing.assert_allclose(expanded, _unit_rows(_unit(90) + 0.5**1.5 * database[:1]))
-    uniform = _aggregate_neighbours(
+    uniform = aggregate_neighbours(
         _unit(90), database, np.array([[0, 1]]), np.array([[0.5, -1.0]]), alpha=None
     )
     np.testing.assert_allclose(uniform, _unit(90))
@@ -224,7 +225,7 @@ def test_blocked_expansion_equals_one_block(data, n_jobs):
         blocked = ImageRetriever(
             n_neighbors=6, query_expansion="alpha", dba_neighbors=2, dba_alpha=1.0, n_jobs=n_jobs
         ).fit(database)
-        assert len(list(blocked._distance_blocks(queries))) == len(queries)
+        assert len(list(blocked.distance_blocks(queries))) == len(queries)
         np.testing.assert_array_equal(blocked.kneighbors(queries)[1], expected[1])
         np.testing.assert_allclose(blocked.kneighbors(queries)[0], expected[0])
         np.testing.assert_array_equal(blocked.kneighbors()[1], expected_loo[1])
