@@ -125,7 +125,7 @@ def main(argv=None):
         "ORL": _load_orl(args.orl_root, option="--orl-root"),
         "Copydays-style": _copydays(args.copies),
     }
-    extractor = CNNFeatureExtractor(max_size=args.max_size, pooling=GeMPooling(), progress=False)
+    extractor = CNNFeatureExtractor(max_size=args.max_size, pooling=GeMPooling(), verbose=False)
     header = [
         f"ORL: {ORL_CREDIT}. Copydays-style: skretrieval.datasets.make_copydays(sources='all', "
         f"n_copies_per_image={args.copies}, max_size=384, random_state=0).",

@@ -39,8 +39,10 @@ from PIL import Image
 from skimage import data
 from torchvision import transforms
 
-from skretrieval import extraction
+import skretrieval._utils.devices as devices_module
+import skretrieval.extraction._extractor as extractor_module
 from skretrieval.extraction import CNNFeatureExtractor
+from skretrieval.extraction._weights import pretrained_state_dict, torchvision_weights
 
 PHOTOS = [
     "astronaut",
@@ -94,8 +96,8 @@ def load_weights(backbone, weights):
     if weights == "none":
         torch.manual_seed(0)
         return torchvision.models.get_model(backbone, weights=None).state_dict()
-    enum = extraction._imagenet_weights(backbone)
-    state_dict, _ = extraction._pretrained_state_dict(backbone, enum, progress=False)
+    enum = torchvision_weights(backbone, "imagenet")
+    state_dict, _ = pretrained_state_dict(backbone, enum, progress=False)
     return state_dict
 
 
@@ -134,7 +136,7 @@ def make_methods(args, state_dict):
         "max_size": args.max_size,
         "batch_size": args.batch_size,
         "n_workers": args.workers,
-        "progress": False,
+        "verbose": False,
     }
     return {
         "torchvision loop": Baseline(reference_trunk(args.backbone, state_dict), args.max_size),
@@ -232,13 +234,13 @@ def measure_memory(args, names):
 
 
 @contextlib.contextmanager
-def patched(name, value):
-    old = getattr(extraction, name)
-    setattr(extraction, name, value)
+def patched(module, name, value):
+    old = getattr(module, name)
+    setattr(module, name, value)
     try:
         yield
     finally:
-        setattr(extraction, name, old)
+        setattr(module, name, old)
 
 
 def run_ablation(args, state_dict, paths):
@@ -249,34 +251,38 @@ def run_ablation(args, state_dict, paths):
         "max_size": args.max_size,
         "batch_size": args.batch_size,
         "n_workers": args.workers,
-        "progress": False,
+        "verbose": False,
     }
 
     def variant(patches=(), **params):
         with contextlib.ExitStack() as stack:
-            for name, value in patches:
-                stack.enter_context(patched(name, value))
+            for module, name, value in patches:
+                stack.enter_context(patched(module, name, value))
             transform = CNNFeatureExtractor(**{**common, **params}).fit().transform
 
         def run(paths):
             with contextlib.ExitStack() as stack:
-                for name, value in patches:
-                    stack.enter_context(patched(name, value))
+                for module, name, value in patches:
+                    stack.enter_context(patched(module, name, value))
                 return transform(paths)
 
         return run
 
+    # Where the extractor looks each one up: the trunk's layout is chosen by the extractor, the
+    # inputs' by the pixel normalisation.
+    no_folding = [(extractor_module, "fold_batchnorm", lambda graph_module: graph_module)]
+    nchw = [
+        (module, "uses_channels_last", lambda device: False)
+        for module in (extractor_module, devices_module)
+    ]
     variants = {
         "default": variant(),
-        "no BN folding": variant([("_fold_batchnorm", lambda graph_module: graph_module)]),
-        "contiguous (NCHW) layout": variant([("_uses_channels_last", lambda device: False)]),
-        "no BN folding, NCHW": variant(
-            [
-                ("_fold_batchnorm", lambda graph_module: graph_module),
-                ("_uses_channels_last", lambda device: False),
-            ]
+        "no BN folding": variant(no_folding),
+        "contiguous (NCHW) layout": variant(nchw),
+        "no BN folding, NCHW": variant(no_folding + nchw),
+        f"batches of {args.batch_size}, no pixel cap": variant(
+            [(extractor_module, "_CPU_BATCH_PIXELS", 2**62)]
         ),
-        f"batches of {args.batch_size}, no pixel cap": variant([("_CPU_BATCH_PIXELS", 2**62)]),
         "batch_size=1": variant(batch_size=1),
         "n_workers=0 (calling thread)": variant(n_workers=0),
         "n_workers=1": variant(n_workers=1),

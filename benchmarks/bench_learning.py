@@ -110,7 +110,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     train_paths, y_train, test_paths, y_test = _load_split(args.root)
-    extractor = CNNFeatureExtractor(max_size=args.max_size, pooling=GeMPooling(), progress=False)
+    extractor = CNNFeatureExtractor(max_size=args.max_size, pooling=GeMPooling(), verbose=False)
     start = time.perf_counter()
     extractor.fit()
     train, test = extractor.transform(list(train_paths)), extractor.transform(list(test_paths))
@@ -172,10 +172,10 @@ def main(argv=None):
     if args.finetune_epochs:
         tuner = RetrievalFineTuner(
             pooling="gem",
-            image_size=args.finetune_size,
+            max_size=args.finetune_size,
             max_epochs=args.finetune_epochs,
             random_state=0,
-            progress=False,
+            verbose=False,
         )
         tuner, seconds = _timed_fit(tuner, list(train_paths), y_train)
         report(

@@ -109,7 +109,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     filenames, labels = _load(args.root, 10 if args.quick else 40)
-    extractor = CNNFeatureExtractor(max_size=args.max_size, progress=False)
+    extractor = CNNFeatureExtractor(max_size=args.max_size, verbose=False)
     maps, extract_seconds = _timed(extractor.fit_transform, filenames)
     # Start joblib's worker processes now, so that the first timed GMM fit does not pay for it.
     Parallel(n_jobs=args.n_jobs)(delayed(abs)(i) for i in range(args.n_jobs))

@@ -37,7 +37,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     paths, _ = _load(args.root, n_people=40)
-    maps = CNNFeatureExtractor(max_size=224, progress=False).fit_transform(paths)
+    maps = CNNFeatureExtractor(max_size=224, verbose=False).fit_transform(paths)
     print(f"{CREDIT}: {len(paths)} faces, MobileNetV2 (ImageNet) maps at max_size=224")
     print(f"{'d':>3s}{'shortlist':>10s}{'recall@10':>11s}{'exact s':>9s}{'approx s':>10s}"
           f"{'speed-up':>10s}")

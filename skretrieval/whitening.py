@@ -10,6 +10,10 @@ Tolias & Chum 2016, 2018): labelled training descriptors define matching pairs, 
 descriptors are whitened by the covariance of the matching-pair differences, so that nuisance
 variation between views of the same object is shrunk, and then rotated onto the principal axes
 of the whitened data, the directions that separate different objects best.
+
+The maths of PCA whitening are pure functions, shared with the whitening layer of
+:class:`~skretrieval.learning.RetrievalFineTuner`: :func:`principal_axes` (mean, axes and
+variances of a set of descriptors) and :func:`whitening_scale` (the factor of each axis).
 """
 
 from numbers import Integral, Real
@@ -27,7 +31,7 @@ from sklearn.utils import column_or_1d
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-__all__ = ["LearnedWhitening", "PCAWhitening"]
+__all__ = ["LearnedWhitening", "PCAWhitening", "principal_axes", "whitening_scale"]
 
 
 def _flip_signs(components):
@@ -38,17 +42,45 @@ def _flip_signs(components):
     return components * signs[:, None]
 
 
-def _principal_axes(X, n_components):
-    """Mean, top principal axes and their variances (unbiased, ddof=1) of the rows of ``X``.
+def principal_axes(X, n_components):
+    """Mean, leading principal axes and their variances of the rows of ``X``.
 
-    Returns ``mean (d,)``, ``components (n_components, d)`` with orthonormal rows sorted by
-    decreasing variance, ``variances (n_components,)`` and the total variance of ``X``.
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        Data, at least 2 rows.
+    n_components : int
+        Number of axes, from 1 to ``n_features``. Beyond ``n_samples - 1`` the extra axes are
+        directions of zero variance (any orthonormal completion).
+
+    Returns
+    -------
+    mean : ndarray of shape (n_features,)
+        Mean of the rows.
+    components : ndarray of shape (n_components, n_features)
+        Orthonormal principal axes, by decreasing variance. The sign of every axis is fixed by
+        making its largest-magnitude entry positive, so that results are reproducible.
+    variances : ndarray of shape (n_components,)
+        Variance of the data along each axis: the eigenvalues of the covariance with
+        ``n_samples - 1`` degrees of freedom, clipped at 0.
+    total_variance : float
+        Variance summed over all the axes (the trace of the covariance).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skretrieval.whitening import principal_axes
+    >>> X = np.array([[0.0, 0.0], [2.0, 1.0], [4.0, 2.0]])
+    >>> mean, components, variances, total_variance = principal_axes(X, 1)
+    >>> mean, components.round(4), variances.round(6), round(float(total_variance), 6)
+    (array([2., 1.]), array([[0.8944, 0.4472]]), array([5.]), 5.0)
     """
     n_samples, n_features = X.shape
     mean = X.mean(axis=0)
     centred = X - mean
-    if n_samples > n_features:
-        # The d x d covariance is cheaper than an SVD of the n x d data when n > d.
+    if n_samples > n_features or n_components > n_samples:
+        # The d x d covariance: cheaper than an SVD of the n x d data when n > d, and the only
+        # one of the two that gives more axes than samples.
         covariance = centred.T @ centred / (n_samples - 1)
         # Only the top n_components eigenpairs, returned in ascending order.
         variances, axes = linalg.eigh(
@@ -70,6 +102,33 @@ def _principal_axes(X, n_components):
     return mean, _flip_signs(components), variances, total_variance
 
 
+def whitening_scale(variances, *, power=0.5, eps=1e-8):
+    """Factor of each principal axis in (partial) whitening: ``(variances + eps) ** -power``.
+
+    Parameters
+    ----------
+    variances : ndarray of shape (n_components,)
+        Variance along each axis, as :func:`principal_axes` returns them.
+    power : float, default=0.5
+        ``0.5`` is full whitening (unit variance along every axis), ``0`` no scaling.
+    eps : float, default=1e-8
+        Added to every variance, so that null or tiny variances do not blow up.
+
+    Returns
+    -------
+    scale : ndarray of shape (n_components,)
+        In the dtype of ``variances`` (for float ``power`` and ``eps``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skretrieval.whitening import whitening_scale
+    >>> whitening_scale(np.array([4.0, 0.25]), eps=0.0)
+    array([0.5, 2. ])
+    """
+    return (variances + eps) ** -power
+
+
 def _whiten(X, mean, components, explained_variance, power, eps):
     """Centre, project on ``components`` and scale by ``(explained_variance + eps) ** -power``.
 
@@ -77,7 +136,9 @@ def _whiten(X, mean, components, explained_variance, power, eps):
     expected to be L2-normalised already. Computed in the dtype of ``X``.
     """
     dtype = X.dtype
-    scale = (explained_variance.astype(dtype) + dtype.type(eps)) ** dtype.type(-power)
+    scale = whitening_scale(
+        explained_variance.astype(dtype), power=dtype.type(power), eps=dtype.type(eps)
+    )
     return ((X - mean.astype(dtype)) @ components.astype(dtype).T) * scale
 
 
@@ -187,7 +248,7 @@ class PCAWhitening(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         else:
             n_components = self.n_components
         # Fit in float64 for accuracy; attributes follow the input dtype, as in scikit-learn.
-        mean, components, variances, total_variance = _principal_axes(
+        mean, components, variances, total_variance = principal_axes(
             normalize(X.astype(np.float64)), n_components
         )
         self.mean_ = mean.astype(X.dtype)

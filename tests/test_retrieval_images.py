@@ -19,7 +19,7 @@ def copydays():
 
 @pytest.fixture(scope="module")
 def pretrained_maps(copydays):
-    extractor = CNNFeatureExtractor(weights="imagenet", max_size=224, progress=False)
+    extractor = CNNFeatureExtractor(weights="imagenet", max_size=224, verbose=False)
     return extractor.fit_transform(copydays.images)
 
 
@@ -42,7 +42,7 @@ def test_pretrained_mobilenet_finds_the_copies_of_real_photos(copydays, pretrain
 @pytest.mark.slow
 def test_pretrained_weights_matter(copydays, pretrained_maps):
     random_maps = CNNFeatureExtractor(
-        weights=None, max_size=224, progress=False, random_state=0
+        weights=None, max_size=224, verbose=False, random_state=0
     ).fit_transform(copydays.images)
     pretrained = _leave_one_out_map(GeMPooling().fit_transform(pretrained_maps), copydays.target)
     random = _leave_one_out_map(GeMPooling().fit_transform(random_maps), copydays.target)
@@ -63,7 +63,7 @@ def test_pipeline_memory_extracts_once_per_training_set(tmp_path, monkeypatch, c
     def grid_search(memory):
         pipeline = Pipeline(
             [
-                ("extract", CNNFeatureExtractor(weights=None, max_size=64, progress=False,
+                ("extract", CNNFeatureExtractor(weights=None, max_size=64, verbose=False,
                                                 random_state=0)),
                 ("pool", GeMPooling()),
                 ("search", ImageRetriever()),

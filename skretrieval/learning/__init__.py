@@ -4,7 +4,9 @@
   loss (von Mises-Fisher, PDDM, triplet, contrastive).
 - :class:`RetrievalFineTuner` -- fine-tune a CNN end to end for retrieval.
 
-The losses are pure torch functions in :mod:`skretrieval.learning._losses`.
+The losses are pure torch functions in :mod:`skretrieval.learning._losses`. The fine-tuner's
+network (trunk, pooling and whitening head) is in ``_network``, its training tuples (label
+checks, hard-negative mining) in ``_tuples``.
 """
 
 from skretrieval.learning._embedding import EmbeddingLearner

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from skretrieval.extraction import _resolve_device
+from skretrieval._utils.devices import resolve_device
 from skretrieval.learning._losses import (
     PDDMUnit,
     batch_contrastive_loss,
@@ -347,7 +347,7 @@ class EmbeddingLearner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         _check_class_counts(classes, counts)
         hidden_layer_sizes = _check_hidden_layer_sizes(self.hidden_layer_sizes)
         margin = self._margin()
-        device = _resolve_device(self.device)
+        device = resolve_device(self.device)
         rng = check_random_state(self.random_state)
         n_classes = len(classes)
 
@@ -490,7 +490,7 @@ class EmbeddingLearner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         network_state = state.pop("_network_state", None)
         super().__setstate__(state)
         if network_state is not None:
-            self.device_ = _resolve_device(self.device)
+            self.device_ = resolve_device(self.device)
             network = _EmbeddingNetwork(
                 self.n_features_in_, self._hidden_layer_sizes, self.n_components
             )

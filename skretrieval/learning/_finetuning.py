@@ -14,8 +14,7 @@ References
 """
 
 import os
-import tempfile
-from contextlib import closing, nullcontext
+from contextlib import closing
 from numbers import Integral, Real
 
 import numpy as np
@@ -27,228 +26,32 @@ from sklearn.base import (
     _fit_context,
 )
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Hidden, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
-from torch import nn
 from torchvision.models import WeightsEnum
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
-from ..extraction import (
-    _as_image_list,
-    _assign_trunk_state,
-    _batches,
-    _builder_kwargs,
-    _check_backbone,
-    _initial_state_dict,
-    _make_trunk,
-    _normalize_pixels,
-    _plan,
-    _prefetched,
-    _prepare_batch,
-    _probe_trunk,
-    _resolve_device,
-    _uses_channels_last,
-    _weights_enum,
+from skretrieval._utils.deprecation import renamed_parameter, upgrade_renamed_state
+from skretrieval._utils.devices import autocast, normalize_pixels, resolve_device
+from skretrieval.extraction._images import as_image_list, image_batches, plan, prepare_batch
+from skretrieval.extraction._prefetch import prefetched
+from skretrieval.extraction._trunk import check_backbone, make_trunk
+from skretrieval.extraction._weights import build_trunk
+from skretrieval.learning._losses import triplet_loss
+from skretrieval.learning._network import (
+    build_network,
+    forward_images,
+    init_whitening,
+    place_network,
 )
-from ..pooling import rmac_regions
-from ._losses import triplet_loss
+from skretrieval.learning._tuples import check_labels, mine_negatives, tuple_batches
+from skretrieval.persistence import atomic_write
 
 __all__ = ["RetrievalFineTuner"]
 
-# Lower clamp of the activations before GeM's power (as skretrieval.pooling.gem).
-_GEM_EPS = 1e-6
-# R-MAC grid of the head, as skretrieval.pooling.RMAC's defaults.
-_RMAC_LEVELS = 3
-_RMAC_OVERLAP = 0.4
-# Eigenvalues of the initial PCA whitening get this fraction of their mean added, so that the
-# directions of (near) zero variance, unavoidable with fewer descriptors than channels, are
-# not blown up.
-_WHITENING_SHRINKAGE = 0.1
 # The GeM exponent learns with this multiple of the learning rate (and no weight decay), as in
 # Radenovic et al.: one scalar moves too slowly at the rate suited to the convolutions.
 _P_LR_FACTOR = 10.0
-
-
-# --------------------------------------------------------------------------------------------
-# Network: trunk + differentiable pooling head
-# --------------------------------------------------------------------------------------------
-
-
-def _l2(x, dim=-1):
-    return nn.functional.normalize(x, p=2, dim=dim, eps=1e-12)
-
-
-class _PoolingHead(nn.Module):
-    """Feature maps (N, C, h, w) -> L2-normalised descriptors (N, d).
-
-    ``"gem"``: GeM with learnable ``p``, L2, whitening (FC with bias), L2.
-    ``"rmac"``: per-region max pooling over the R-MAC grid, L2 per region, the shared whitening
-    FC (Gordo's shift + FC) per region, L2 per region, sum over regions, L2.
-    """
-
-    def __init__(self, pooling, n_channels, n_components, p=3.0):
-        super().__init__()
-        self.pooling = pooling
-        self.whiten = nn.Linear(n_channels, n_components, bias=True)
-        if pooling == "gem":
-            self.p = nn.Parameter(torch.tensor(float(p)))
-        self._regions = {}
-
-    def _region_grid(self, height, width):
-        if (height, width) not in self._regions:
-            self._regions[height, width] = rmac_regions(
-                height, width, levels=_RMAC_LEVELS, overlap=_RMAC_OVERLAP
-            ).tolist()
-        return self._regions[height, width]
-
-    def local_vectors(self, fmaps):
-        """L2-normalised vectors before whitening: (N, R, C), R = 1 for GeM."""
-        fmaps = fmaps.float()
-        if self.pooling == "gem":
-            p = self.p
-            pooled = fmaps.clamp(min=_GEM_EPS).pow(p).mean(dim=(-2, -1)).pow(1.0 / p)
-            return _l2(pooled)[:, None, :]
-        height, width = fmaps.shape[-2:]
-        regions = [
-            fmaps[:, :, y0 : y0 + h, x0 : x0 + w].amax(dim=(-2, -1))
-            for y0, x0, h, w in self._region_grid(height, width)
-        ]
-        return _l2(torch.stack(regions, dim=1))
-
-    def forward(self, fmaps):
-        # In float32 even under autocast: powers and sums of many regions overflow float16.
-        autocast_off = (
-            torch.autocast(fmaps.device.type, enabled=False)
-            if torch.amp.is_autocast_available(fmaps.device.type)
-            else nullcontext()
-        )
-        with autocast_off:
-            whitened = _l2(self.whiten(self.local_vectors(fmaps)))
-            return _l2(whitened.sum(dim=1))
-
-
-class _RetrievalNetwork(nn.Module):
-    def __init__(self, trunk, head):
-        super().__init__()
-        self.trunk = trunk
-        self.head = head
-
-    def forward(self, inputs):
-        return self.head(self.trunk(inputs))
-
-
-def _build_network(backbone, build_kwargs, pooling, n_components=None, p=3.0):
-    """The network's structure on the meta device.
-
-    Also returns the state dict keys of the whole classification model and the trunk's output
-    shape for a probe image. ``n_components=None`` means the number of channels.
-    """
-    trunk, model_keys, probe_shape = _make_trunk(backbone, build_kwargs)
-    n_channels = probe_shape[1]
-    if n_components is None:
-        n_components = n_channels
-    if n_components > n_channels:
-        raise ValueError(
-            f"n_components={n_components} exceeds the {n_channels} channels of backbone "
-            f"{backbone!r}."
-        )
-    with torch.device("meta"):
-        head = _PoolingHead(pooling, n_channels, n_components, p)
-    return _RetrievalNetwork(trunk, head), model_keys, probe_shape
-
-
-def _place(network, device):
-    network = network.to(device)
-    if _uses_channels_last(device):
-        network = network.to(memory_format=torch.channels_last)
-    # Batch normalisation keeps its ImageNet statistics (inference mode throughout): batches of
-    # a few tuples give poor statistics. Its affine parameters still train.
-    return network.eval()
-
-
-def _autocast(device, enabled):
-    """float16 autocast on CUDA when ``enabled``; everything else runs in float32."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return nullcontext()
-
-
-def _shape_groups(pixels, indices, batch_size=None):
-    """Lists of positions in ``indices`` whose images have equal shapes, at most ``batch_size``."""
-    groups = {}
-    for position, index in enumerate(indices):
-        groups.setdefault(tuple(pixels[index].shape), []).append(position)
-    for positions in groups.values():
-        step = batch_size or len(positions)
-        for start in range(0, len(positions), step):
-            yield positions[start : start + step]
-
-
-def _forward_images(network, pixels, indices, device, mixed_precision, batch_size=None):
-    """Descriptors (len(indices), d) of the decoded training images ``pixels[indices]``.
-
-    Images of equal shape go through the network together (in chunks of ``batch_size``);
-    rows come back in the order of ``indices``.
-    """
-    outputs, order = [], []
-    for chunk in _shape_groups(pixels, indices, batch_size):
-        batch = torch.stack([pixels[indices[position]] for position in chunk])
-        with _autocast(device, mixed_precision):
-            outputs.append(network(_normalize_pixels(batch, device)).float())
-        order.extend(chunk)
-    descriptors = torch.cat(outputs)
-    inverse = torch.empty(len(order), dtype=torch.long)
-    inverse[torch.as_tensor(order)] = torch.arange(len(order))
-    return descriptors[inverse.to(descriptors.device)]
-
-
-# --------------------------------------------------------------------------------------------
-# Initialisation and mining (numpy)
-# --------------------------------------------------------------------------------------------
-
-
-def _pca_whitening(vectors, n_components, shrinkage=_WHITENING_SHRINKAGE):
-    """Weight (d, C) and bias (d,) of ``x -> diag(lambda)^-1/2 V^T (x - mean)``.
-
-    ``V`` holds the ``n_components`` leading eigenvectors of the covariance of ``vectors``
-    (rows), ``lambda`` their eigenvalues plus ``shrinkage`` times the mean eigenvalue.
-    """
-    vectors = np.asarray(vectors, dtype=np.float64)
-    mean = vectors.mean(axis=0)
-    centred = vectors - mean
-    covariance = centred.T @ centred / len(vectors)
-    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-    order = np.argsort(eigenvalues)[::-1][:n_components]
-    regularised = np.clip(eigenvalues[order], 0, None) + shrinkage * max(eigenvalues.mean(), 1e-12)
-    weight = eigenvectors[:, order].T / np.sqrt(regularised)[:, None]
-    return weight, -weight @ mean
-
-
-def _mine_negatives(query_desc, query_labels, pool_desc, pool_labels, pool_indices, n_negatives):
-    """Hard negatives of each query, mined from the pool.
-
-    For each query the pool is ranked by Euclidean distance (descriptors are L2-normalised,
-    so by decreasing dot product); walking down the ranking, the first image of each class
-    other than the query's is kept, up to ``n_negatives`` (one per class, so that the negatives
-    are not near-duplicates of each other). Returns a list of negative index arrays (training
-    image indices); a query with no other class in the pool gets an empty array.
-    """
-    similarities = query_desc @ pool_desc.T
-    ranking = np.argsort(-similarities, axis=1, kind="stable")
-    negatives = []
-    for query_label, ranked in zip(query_labels, ranking, strict=True):
-        ranked_labels = pool_labels[ranked]
-        others = ranked_labels != query_label
-        candidates, candidate_labels = ranked[others], ranked_labels[others]
-        _, first = np.unique(candidate_labels, return_index=True)
-        chosen = candidates[np.sort(first)[:n_negatives]]
-        negatives.append(pool_indices[chosen])
-    return negatives
-
-
-# --------------------------------------------------------------------------------------------
-# Estimator
-# --------------------------------------------------------------------------------------------
 
 
 class RetrievalFineTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -299,7 +102,7 @@ class RetrievalFineTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     p : float, default=3.0
         Initial GeM exponent (``pooling="gem"``); it is learnt, with 10 times the learning
         rate and no weight decay, as Radenovic et al. do.
-    image_size : int, default=224
+    max_size : int, default=224
         Longer side, in pixels, to which images are resized (aspect ratio kept) for training
         and :meth:`transform`.
     margin : float, default=0.1
@@ -330,8 +133,18 @@ class RetrievalFineTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     random_state : int, RandomState instance or None, default=None
         Seed of the pools, the query order, the positives, and of the random trunk when
         ``weights=None``.
-    progress : bool, default=True
+    verbose : bool, default=True
         Show a tqdm progress bar over the epochs.
+    image_size : int
+        Former name of ``max_size``.
+
+        .. deprecated:: 0.3
+           ``image_size`` was renamed ``max_size`` in 0.3 and will be removed in 0.5.
+    progress : bool
+        Former name of ``verbose``.
+
+        .. deprecated:: 0.3
+           ``progress`` was renamed ``verbose`` in 0.3 and will be removed in 0.5.
 
     Attributes
     ----------
@@ -371,7 +184,7 @@ class RetrievalFineTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     --------
     >>> from skretrieval.learning import RetrievalFineTuner
     >>> from skretrieval.neighbors import ImageRetriever
-    >>> tuner = RetrievalFineTuner(image_size=128, max_epochs=5, learning_rate=1e-4)
+    >>> tuner = RetrievalFineTuner(max_size=128, max_epochs=5, learning_rate=1e-4)
     >>> descriptors = tuner.fit(images, labels).transform(images)  # doctest: +SKIP
     >>> ImageRetriever().fit(descriptors, labels).kneighbors(descriptors)  # doctest: +SKIP
     """
@@ -382,7 +195,7 @@ class RetrievalFineTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         "pooling": [StrOptions({"rmac", "gem"})],
         "n_components": [Interval(Integral, 1, None, closed="left"), None],
         "p": [Interval(Real, 0, None, closed="neither")],
-        "image_size": [Interval(Integral, 1, None, closed="left")],
+        "max_size": [Interval(Integral, 1, None, closed="left")],
         "margin": [Interval(Real, 0, None, closed="left")],
         "n_negatives": [Interval(Integral, 1, None, closed="left")],
         "pool_size": [Interval(Integral, 2, None, closed="left"), None],
@@ -395,7 +208,12 @@ class RetrievalFineTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         "device": [str, torch.device],
         "mixed_precision": ["boolean"],
         "random_state": ["random_state"],
-        "progress": ["boolean"],
+        "verbose": ["boolean"],
+        "image_size": [
+            Interval(Integral, 1, None, closed="left"),
+            Hidden(StrOptions({"deprecated"})),
+        ],
+        "progress": ["boolean", Hidden(StrOptions({"deprecated"}))],
     }
 
     def __init__(
@@ -405,7 +223,7 @@ class RetrievalFineTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         pooling="rmac",
         n_components=None,
         p=3.0,
-        image_size=224,
+        max_size=224,
         margin=0.1,
         n_negatives=5,
         pool_size=2000,
@@ -418,14 +236,16 @@ class RetrievalFineTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         device="auto",
         mixed_precision=True,
         random_state=None,
-        progress=True,
+        verbose=True,
+        image_size="deprecated",
+        progress="deprecated",
     ):
         self.backbone = backbone
         self.weights = weights
         self.pooling = pooling
         self.n_components = n_components
         self.p = p
-        self.image_size = image_size
+        self.max_size = max_size
         self.margin = margin
         self.n_negatives = n_negatives
         self.pool_size = pool_size
@@ -438,60 +258,17 @@ class RetrievalFineTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.device = device
         self.mixed_precision = mixed_precision
         self.random_state = random_state
+        self.verbose = verbose
+        self.image_size = image_size
         self.progress = progress
-
-    # ---------------------------------------------------------------- input checks
-
-    @staticmethod
-    def _check_labels(images, y):
-        if y is None:
-            raise ValueError(
-                "y is required: RetrievalFineTuner learns from labels (images with equal labels "
-                "match); got y=None."
-            )
-        y = np.asarray(y)
-        if y.ndim != 1:
-            raise ValueError(f"y must be 1-D, one label per image; got shape {y.shape}.")
-        if len(y) != len(images):
-            raise ValueError(f"X has {len(images)} images but y has {len(y)} labels.")
-        classes, codes, counts = np.unique(y, return_inverse=True, return_counts=True)
-        if len(classes) < 2:
-            raise ValueError(
-                f"y has a single class ({classes[0]!r}): at least 2 classes are needed to form "
-                "negatives."
-            )
-        if (counts < 2).any():
-            single = classes[counts < 2]
-            raise ValueError(
-                f"{len(single)} class(es) of y have a single image, e.g. {single[:3].tolist()}: "
-                "every class needs at least 2 images to give a query its positive."
-            )
-        return codes
 
     # ---------------------------------------------------------------- fit
 
-    def _initial_trunk_state(self):
-        """Builder arguments and initial full-model state dict, as CNNFeatureExtractor does."""
-        weights_enum = _weights_enum(self.backbone, self.weights)
-        build_kwargs = _builder_kwargs(self.backbone, weights_enum)
-
-        def initial_state():
-            return _initial_state_dict(
-                self.backbone,
-                self.weights,
-                weights_enum,
-                build_kwargs,
-                self.progress,
-                self.random_state,
-            )
-
-        return build_kwargs, initial_state
-
-    def _decode_training_images(self, images):
-        planned = _plan(images, self.image_size, self.min_image_size_, self.backbone)
+    def _decode_training_images(self, images, max_size):
+        planned = plan(images, max_size, self.min_image_size_, self.backbone)
         pixels = [None] * len(planned)
-        for batch in _batches(planned, 64, None):
-            decoded = _prepare_batch(batch, pin_memory=False)
+        for batch in image_batches(planned, 64):
+            decoded = prepare_batch(batch, pin_memory=False)
             for image, row in zip(batch, decoded, strict=True):
                 pixels[image.index] = row
         return pixels
@@ -499,7 +276,7 @@ class RetrievalFineTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     def _describe(self, pixels, indices):
         """Descriptors of training images with the current network, without gradients."""
         with torch.no_grad():
-            descriptors = _forward_images(
+            descriptors = forward_images(
                 self.model_,
                 pixels,
                 list(indices),
@@ -508,21 +285,6 @@ class RetrievalFineTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                 self.batch_size,
             )
         return descriptors.cpu().numpy().astype(np.float64)
-
-    def _init_whitening(self, pixels, indices):
-        """Set the whitening layer to the PCA whitening of the initial local vectors."""
-        head = self.model_.head
-        vectors = []
-        with torch.no_grad():
-            for chunk in _shape_groups(pixels, indices, self.batch_size):
-                batch = torch.stack([pixels[indices[position]] for position in chunk])
-                with _autocast(self.device_, self.mixed_precision):
-                    fmaps = self.model_.trunk(_normalize_pixels(batch, self.device_))
-                local = head.local_vectors(fmaps)
-                vectors.append(local.reshape(-1, local.shape[-1]).cpu().numpy())
-        weight, bias = _pca_whitening(np.concatenate(vectors), head.whiten.out_features)
-        head.whiten.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
-        head.whiten.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
 
     def _optimizer(self):
         network = self.model_
@@ -547,7 +309,7 @@ class RetrievalFineTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         # Every distinct image of the batch goes through the network once (shared weights).
         unique, inverse = np.unique(np.asarray(tuples).ravel(), return_inverse=True)
         inverse = torch.as_tensor(inverse.reshape(-1, 3), device=self.device_)
-        descriptors = _forward_images(
+        descriptors = forward_images(
             self.model_, pixels, unique.tolist(), self.device_, self.mixed_precision
         )
         loss = triplet_loss(
@@ -579,37 +341,39 @@ class RetrievalFineTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self : RetrievalFineTuner
             The fitted estimator.
         """
-        images = _as_image_list(X)
-        codes = self._check_labels(images, y)
-        _check_backbone(self.backbone)
+        images = as_image_list(X)
+        codes = check_labels(images, y)
+        check_backbone(self.backbone)
+        max_size = renamed_parameter(self, "image_size", "max_size")
+        verbose = renamed_parameter(self, "progress", "verbose")
         rng = check_random_state(self.random_state)
-        device = _resolve_device(self.device)
+        device = resolve_device(self.device)
 
-        build_kwargs, initial_state = self._initial_trunk_state()
-        network, model_keys, probe_shape = _build_network(
-            self.backbone, build_kwargs, self.pooling, self.n_components, self.p
+        trunk = build_trunk(
+            self.backbone, self.weights, progress=verbose, random_state=self.random_state
         )
-        _, _, min_image_size = _probe_trunk(network.trunk, probe_shape)
-        state_dict, source = initial_state()
-        _assign_trunk_state(network.trunk, state_dict, model_keys, self.backbone, source)
+        network = build_network(
+            trunk.module, trunk.n_channels, self.backbone, self.pooling, self.n_components, self.p
+        )
         network.head.to_empty(device="cpu")
         with torch.no_grad():
             if self.pooling == "gem":
                 network.head.p.fill_(self.p)
 
         self.device_ = device
-        self.model_ = _place(network, device)
-        self.n_channels_ = probe_shape[1]
+        self.model_ = place_network(network, device)
+        self.n_channels_ = trunk.n_channels
         self.n_features_out_ = network.head.whiten.out_features
-        self.min_image_size_ = min_image_size
-        self._build_kwargs = build_kwargs
+        self.min_image_size_ = trunk.min_image_size
+        self._build_kwargs = trunk.build_kwargs
 
-        pixels = self._decode_training_images(images)
+        pixels = self._decode_training_images(images, max_size)
         n_images = len(pixels)
         pool_size = n_images if self.pool_size is None else min(self.pool_size, n_images)
         initial_pool = np.sort(rng.choice(n_images, pool_size, replace=False))
-        with torch.no_grad():
-            self._init_whitening(pixels, initial_pool)
+        init_whitening(
+            self.model_, pixels, initial_pool, device, self.mixed_precision, self.batch_size
+        )
 
         members = [np.flatnonzero(codes == code) for code in range(codes.max() + 1)]
         optimizer = self._optimizer()
@@ -618,23 +382,16 @@ class RetrievalFineTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         )
         self.loss_curve_ = []
         negatives = None
-        epochs = tqdm(range(self.max_epochs), disable=not self.progress, desc=type(self).__name__)
+        epochs = tqdm(range(self.max_epochs), disable=not verbose, desc=type(self).__name__)
         for epoch in epochs:
             if epoch % self.pool_refresh == 0:
                 pool = np.sort(rng.choice(n_images, pool_size, replace=False))
                 descriptors = self._describe(pixels, np.arange(n_images))
-                negatives = _mine_negatives(
+                negatives = mine_negatives(
                     descriptors, codes, descriptors[pool], codes[pool], pool, self.n_negatives
                 )
-            queries = rng.permutation(n_images)
-            queries = queries[[len(negatives[query]) > 0 for query in queries]]
             losses, weights = [], []
-            for start in range(0, len(queries), self.batch_size):
-                tuples = []
-                for query in queries[start : start + self.batch_size]:
-                    same = members[codes[query]]
-                    positive = rng.choice(same[same != query])
-                    tuples.extend((query, positive, negative) for negative in negatives[query])
+            for tuples in tuple_batches(codes, members, negatives, self.batch_size, rng):
                 losses.append(self._train_step(tuples, pixels, optimizer, scaler))
                 weights.append(len(tuples))
             self.loss_curve_.append(
@@ -662,19 +419,20 @@ class RetrievalFineTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             Rows of unit L2 norm, in input order.
         """
         check_is_fitted(self)
-        images = _plan(X, self.image_size, self.min_image_size_, self.backbone)
+        max_size = renamed_parameter(self, "image_size", "max_size")
+        images = plan(X, max_size, self.min_image_size_, self.backbone)
         device = self.device_
         pin_memory = device.type == "cuda"
         descriptors = np.empty((len(images), self.n_features_out_), dtype=np.float32)
 
         def prepare(batch):
-            return _prepare_batch(batch, pin_memory)
+            return prepare_batch(batch, pin_memory)
 
-        batches = _batches(images, self.batch_size, None)
-        with closing(_prefetched(prepare, batches, 1)) as results, torch.inference_mode():
+        batches = image_batches(images, self.batch_size)
+        with closing(prefetched(prepare, batches, 1)) as results, torch.inference_mode():
             for batch, pixels in results:
-                with _autocast(device, self.mixed_precision):
-                    output = self.model_(_normalize_pixels(pixels, device))
+                with autocast(device, enabled=self.mixed_precision, training=True):
+                    output = self.model_(normalize_pixels(pixels, device))
                 descriptors[[image.index for image in batch]] = output.float().cpu().numpy()
         return descriptors
 
@@ -692,7 +450,7 @@ class RetrievalFineTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             "n_components": int(self.n_features_out_),
             "n_channels": int(self.n_channels_),
             "min_image_size": int(self.min_image_size_),
-            "image_size": int(self.image_size),
+            "max_size": int(renamed_parameter(self, "image_size", "max_size")),
             "p": self.p_,
             "loss_curve": [float(loss) for loss in self.loss_curve_],
             "n_iter": int(self.n_iter_),
@@ -703,20 +461,22 @@ class RetrievalFineTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
     def _rebuild(self, state_dict):
         """Rebuild ``model_`` from the configuration attributes and a state dict."""
-        network, _, _ = _build_network(
-            self.backbone, self._build_kwargs, self.pooling, self.n_features_out_
+        trunk, _, _ = make_trunk(self.backbone, self._build_kwargs)
+        network = build_network(
+            trunk, self.n_channels_, self.backbone, self.pooling, self.n_features_out_
         )
         network.load_state_dict(state_dict, assign=True)
         network.requires_grad_(False)
-        self.device_ = _resolve_device(self.device)
-        self.model_ = _place(network, self.device_)
+        self.device_ = resolve_device(self.device)
+        self.model_ = place_network(network, self.device_)
 
     def save_weights(self, path):
         """Write the network's weights and configuration to a file, atomically.
 
         The file is a ``torch.save`` dictionary with ``"config"`` (backbone, pooling,
-        descriptor length, GeM exponent, ...) and ``"state_dict"`` (on CPU). It is written to a
-        temporary file in the same folder, then renamed over ``path``.
+        descriptor length, GeM exponent, ...) and ``"state_dict"`` (on CPU), written with
+        :func:`skretrieval.persistence.atomic_write`: to a temporary file in the same folder,
+        then renamed over ``path``.
 
         Parameters
         ----------
@@ -729,17 +489,9 @@ class RetrievalFineTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             The estimator.
         """
         check_is_fitted(self)
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".skretrieval-", suffix=".pt")
-        try:
-            with os.fdopen(descriptor, "wb") as file:
-                torch.save({"config": self._config(), "state_dict": self._cpu_state_dict()}, file)
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-            raise
+        content = {"config": self._config(), "state_dict": self._cpu_state_dict()}
+        with atomic_write(path) as file:
+            torch.save(content, file)
         return self
 
     @classmethod
@@ -780,11 +532,12 @@ class RetrievalFineTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             pooling=config["pooling"],
             n_components=config["n_components"],
             p=3.0 if config["p"] is None else config["p"],
-            image_size=config["image_size"],
+            # Files written before the rename of image_size hold that name.
+            max_size=config["max_size"] if "max_size" in config else config["image_size"],
             batch_size=batch_size,
             device=device,
             mixed_precision=mixed_precision,
-            progress=False,
+            verbose=False,
         )
         tuner._build_kwargs = config["build_kwargs"]
         tuner.n_features_out_ = config["n_components"]
@@ -805,7 +558,8 @@ class RetrievalFineTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
     def __setstate__(self, state):
         model_state = state.pop("_model_state", None)
-        super().__setstate__(state)
+        renames = {"image_size": "max_size", "progress": "verbose"}
+        super().__setstate__(upgrade_renamed_state(state, renames))
         if model_state is not None:
             self._rebuild(model_state)
 

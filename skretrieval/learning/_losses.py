@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from skretrieval._utils.linalg import squared_euclidean_distances
+
 # Defaults of the PDDM double-header hinge loss (Huang, Loy and Tang 2016): margins on scores
 # in [-1, 1] and on squared distances of unit vectors in [0, 4]; beta and lambda chosen on the
 # digits test of tests/test_learning_embedding.py (beta = 1, lambda = 0.5 did 0.01 worse).
@@ -20,12 +22,10 @@ PDDM_EMBEDDING_WEIGHT = 1.0
 def _squared_distances(x):
     """All squared Euclidean distances between the rows of ``x``: ``(n, n)``.
 
-    Through the Gram matrix, ``|x_i|^2 + |x_j|^2 - 2 x_i.x_j`` clamped at 0 with an exact 0
-    diagonal: one matrix product instead of an ``(n, n, d)`` tensor.
+    One matrix product (:func:`~skretrieval._utils.linalg.squared_euclidean_distances`)
+    instead of an ``(n, n, d)`` tensor, with an exact 0 diagonal, which rounding would miss.
     """
-    gram = x @ x.T
-    norms = torch.diagonal(gram)
-    distances = torch.clamp(norms[:, None] + norms[None, :] - 2 * gram, min=0)
+    distances = squared_euclidean_distances(x, x)
     return distances * (1 - torch.eye(len(x), dtype=x.dtype, device=x.device))
 
 
