@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skretrieval.cli import _ukbench_score, main
+from skretrieval.cli import main
 
 # Pretrained MobileNetV2 (shipped offline) on tiny images: the path of a real run, only quicker.
 FAST = ["--max-size", "64", "--batch-size", "4", "--quiet"]
@@ -162,13 +162,6 @@ def test_evaluate_image_folder_leave_one_out(tmp_path, capsys):
     assert np.isnan(p10)  # 10 > 5 database images
 
 
-def test_ukbench_score_by_hand():
-    target = np.array([0, 0, 0, 0, 1, 1, 1, 1])
-    indices = np.array([[0, 1, 4, 2, 3, 5, 6, 7], [4, 5, 6, 7, 0, 1, 2, 3]])
-    # Query 0 (group 0): 0, 1, 2 in its top 4 -> 3; query 1 (group 1): all four -> 4.
-    assert _ukbench_score(indices, target, np.array([0, 1])) == 3.5
-
-
 def test_evaluate_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as error:
         main(["evaluate", "imagenet", "--root", str(tmp_path)])
@@ -180,45 +173,3 @@ def test_evaluate_errors(tmp_path, capsys):
         main(["evaluate", "roxford5k", "--root", str(tmp_path)])
     with pytest.raises(SystemExit, match="error: holidays: expected the 1491 images"):
         main(["evaluate", "holidays", "--root", str(tmp_path)])
-
-
-def test_blocked_scoring_matches_scoring_all_queries_at_once(monkeypatch):
-    from sklearn.utils import Bunch
-
-    from skretrieval import cli
-    from skretrieval.datasets import ground_truth_masks
-    from skretrieval.metrics import mean_average_precision, precision_at_k
-    from skretrieval.neighbors import ImageRetriever
-
-    rng = np.random.default_rng(0)
-    target = np.repeat(np.arange(5), 4)
-    descriptors = rng.normal(size=(20, 6)) + 2 * rng.normal(size=(5, 6))[target]
-    gnd = [
-        {"ok": np.flatnonzero((target == t) & (np.arange(20) != i)), "junk": np.array([i])}
-        for i, t in enumerate(target)
-    ]
-    data = Bunch(
-        name="ukbench",
-        images=[f"{i}.jpg" for i in range(20)],
-        gnd=gnd,
-        positive_keys=("ok",),
-        target=target,
-        query_target=target,
-    )
-    retriever = ImageRetriever(metric="cosine").fit(descriptors)
-    (whole,) = cli._score(data, retriever, descriptors)
-    monkeypatch.setattr(cli, "_BLOCK_ELEMENTS", 3 * 20)  # blocks of 3 queries
-    (blocked,) = cli._score(data, retriever, descriptors)
-    assert blocked.keys() == whole.keys()
-    for key in ("map", "mp@1", "mp@5", "mp@10", "ns_score"):
-        assert blocked[key] == pytest.approx(whole[key])
-    # Against the metrics on the full score matrix.
-    distances, indices = retriever.kneighbors(descriptors, n_neighbors=20)
-    scores = np.empty((20, 20))
-    np.put_along_axis(scores, indices, -distances, axis=1)
-    relevant, junk = ground_truth_masks(gnd, 20)
-    expected = mean_average_precision(relevant, scores, junk=junk, interpolation="trapezoid")
-    assert whole["map"] == pytest.approx(expected)
-    assert whole["mp@5"] == pytest.approx(precision_at_k(relevant, scores, 5, junk=junk))
-    assert whole["ns_score"] == pytest.approx(cli._ukbench_score(indices, target, target))
-    assert whole["n_queries"] == 20

@@ -1,0 +1,190 @@
+"""``skretrieval evaluate DATASET --root DIR``: mAP of a pipeline on a retrieval benchmark."""
+
+import csv
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from skretrieval.cli._options import (
+    POOLING_NAMES,
+    POOLINGS,
+    add_extractor_options,
+    make_extractor,
+    make_pooling,
+)
+
+DATASETS = ("roxford5k", "rparis6k", "oxford5k", "paris6k", "holidays", "ukbench", "folder")
+_PRECISION_KS = (1, 5, 10)
+_CSV_COLUMNS = (
+    "dataset",
+    "protocol",
+    "n_queries",
+    "n_database",
+    "map",
+    "mp@1",
+    "mp@5",
+    "mp@10",
+    "ns_score",
+    "backbone",
+    "weights",
+    "pooling",
+    "whitening",
+    "metric",
+    "max_size",
+)
+
+
+def add_parser(commands):
+    """Register the subcommand and its options."""
+    parser = commands.add_parser(
+        "evaluate",
+        help="mAP of a pipeline on a retrieval benchmark (revisited Oxford/Paris, Holidays, ...)",
+        description=(
+            "Describe a benchmark's database and queries with a CNN pipeline, rank the database "
+            "for each query and print mAP and mean precision at 1, 5 and 10 (easy, medium and "
+            "hard for the revisited Oxford and Paris). Nothing is downloaded: --root must hold "
+            "the benchmark's files (see skretrieval.datasets)."
+        ),
+    )
+    parser.add_argument("dataset", choices=DATASETS, help="benchmark")
+    parser.add_argument(
+        "--root",
+        required=True,
+        help=(
+            "for roxford5k, rparis6k, oxford5k, paris6k: the folder holding <dataset>/ (or that "
+            "folder itself); for holidays, ukbench: the image folder; for folder: a "
+            "class-per-folder image tree"
+        ),
+    )
+    parser.add_argument("--pooling", choices=POOLINGS, default="gem")
+    parser.add_argument(
+        "--whitening",
+        choices=("none", "pca"),
+        default="none",
+        help="'pca': PCA whitening learned on the database descriptors",
+    )
+    parser.add_argument("--metric", choices=("cosine", "euclidean"), default="cosine")
+    add_extractor_options(parser, max_size=1024)
+    parser.add_argument("--output", help="CSV file for the results, one row per protocol")
+    parser.add_argument(
+        "--cache",
+        help="folder keeping the pooled descriptors for later runs (not with --weights none)",
+    )
+    parser.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="evaluate on the images present when some are missing",
+    )
+    parser.set_defaults(run=run)
+
+
+def _load_dataset(name, root, allow_missing):
+    """The benchmark's bunch, from the loader of ``skretrieval.datasets`` that reads it."""
+    from skretrieval import datasets
+
+    root = Path(root)
+    if not root.is_dir():
+        raise SystemExit(f"error: --root {str(root)!r} is not an existing folder")
+    if name in ("roxford5k", "rparis6k", "oxford5k", "paris6k"):
+        # Accept the benchmark's own folder as well as the folder holding it.
+        if root.name == name and not (root / name).is_dir():
+            root = root.parent
+        if name.startswith("r"):
+            return datasets.load_revisited(root, name, allow_missing=allow_missing)
+        return datasets.load_oxford_paris(root, name, allow_missing=allow_missing)
+    if name == "holidays":
+        return datasets.load_holidays(root, allow_missing=allow_missing)
+    if name == "ukbench":
+        return datasets.load_ukbench(root, allow_missing=allow_missing)
+    return datasets.load_image_folder(root)
+
+
+def _write_csv(rows, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=_CSV_COLUMNS, restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {key: "" if isinstance(v, float) and np.isnan(v) else v for key, v in row.items()}
+            )
+
+
+def _print_results(rows):
+    header = f"{'protocol':10s}{'queries':>8s}{'mAP':>8s}" + "".join(
+        f"{f'mP@{k}':>8s}" for k in _PRECISION_KS
+    )
+    ukbench = "ns_score" in rows[0]
+    print(header + (f"{'N-S':>8s}" if ukbench else ""))
+    for row in rows:
+        line = f"{row['protocol']:10s}{row['n_queries']:8d}{row['map']:8.4f}" + "".join(
+            f"{row[f'mp@{k}']:8.4f}" for k in _PRECISION_KS
+        )
+        print(line + (f"{row['ns_score']:8.4f}" if ukbench else ""))
+
+
+def run(args):
+    """Load the benchmark, describe it (or read the cache), score it and print the table."""
+    from skretrieval.datasets import MissingDatasetFilesError
+    from skretrieval.evaluation import describe_benchmark, score_benchmark
+    from skretrieval.whitening import PCAWhitening
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            data = _load_dataset(args.dataset, args.root, args.allow_missing)
+    except (MissingDatasetFilesError, FileNotFoundError, NotADirectoryError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    crops = data.query_boxes is not None
+    n_database = len(data.filenames)
+    queries = data.query_filenames if data.query_filenames is not None else data.filenames
+    print(
+        f"{args.dataset}: {len(queries)} queries"
+        + (" (cropped to their boxes)" if crops else "")
+        + f", {n_database} database images. Pipeline: {args.backbone}, "
+        f"{POOLING_NAMES[args.pooling]}, max size {args.max_size}"
+        + (", PCA whitening learned on the database" if args.whitening == "pca" else "")
+        + f", {args.metric} distance."
+    )
+
+    extractor = make_extractor(args, pooling=make_pooling(args.pooling))
+    # Random weights differ from run to run: nothing to reuse.
+    cache = args.cache if args.weights != "none" else None
+    database, queries = describe_benchmark(
+        extractor,
+        data,
+        cache=cache,
+        cache_tag=f"{args.backbone}-{args.pooling}-{args.max_size}",
+        verbose=True,
+    )
+    if args.whitening == "pca":
+        # Learned on the database images (no separate training set): an optimistic setting.
+        whitening = PCAWhitening().fit(database)
+        if queries is not None:
+            queries = whitening.transform(queries)
+        database = whitening.transform(database)
+    try:
+        rows = score_benchmark(data, database, queries, metric=args.metric, ks=_PRECISION_KS)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print()
+    _print_results(rows)
+    if args.output is not None:
+        settings = {
+            "dataset": args.dataset,
+            "n_database": n_database,
+            "backbone": args.backbone,
+            "weights": args.weights,
+            "pooling": args.pooling,
+            "whitening": args.whitening,
+            "metric": args.metric,
+            "max_size": args.max_size,
+        }
+        _write_csv([{**settings, **row} for row in rows], args.output)
+        print(f"\nResults written to {args.output}")
+    return 0

@@ -1,0 +1,361 @@
+"""Evaluate a retrieval pipeline on a benchmark: describe the images, rank, score.
+
+The datasets of :mod:`skretrieval.datasets` all come in one schema, so one function evaluates
+any pipeline on any of them:
+
+>>> from skretrieval.evaluation import evaluate_benchmark
+>>> rows = evaluate_benchmark(pipeline, load_revisited(root, "roxford5k"))  # doctest: +SKIP
+
+:func:`evaluate_benchmark` is :func:`describe_benchmark` (fit the pipeline on the database
+images, describe the database and the queries) followed by :func:`score_benchmark` (rank the
+database for each query with :class:`~skretrieval.neighbors.ImageRetriever` and compute the
+benchmark's own metrics). Call the two steps yourself to reuse descriptors across metrics, or
+to describe with your own code.
+
+What is scored depends on the dataset:
+
+- revisited Oxford and Paris (``gnd`` with easy and hard positives): the protocol of Radenovic
+  et al., one row each for easy, medium and hard (:func:`~skretrieval.metrics.evaluate_revisited`);
+- other benchmarks with a ground truth (Oxford5k, Paris6k, Holidays, UKBench): one row, mAP
+  with the reference (trapezoid) interpolation and mean precision at k, junk deleted; for UKBench
+  also its N-S score (:func:`~skretrieval.metrics.ukbench_score`);
+- labelled collections without queries (image folders, :func:`~skretrieval.datasets.make_copydays`):
+  every image queries all the others, itself excluded, and the relevant images are those with
+  its label.
+"""
+
+import time
+from pathlib import Path
+
+import joblib
+import numpy as np
+
+from skretrieval.datasets import crop_queries, ground_truth_masks
+from skretrieval.metrics import (
+    evaluate_revisited,
+    mean_average_precision,
+    precision_at_k,
+    ukbench_score,
+)
+from skretrieval.neighbors import ImageRetriever
+from skretrieval.persistence import atomic_write
+
+__all__ = [
+    "database_inputs",
+    "describe_benchmark",
+    "evaluate_benchmark",
+    "query_inputs",
+    "score_benchmark",
+]
+
+# Query rows scored at once outside the revisited protocol: bounds the (queries x database)
+# matrices of the metrics (scores, sorts, masks) on large benchmarks such as UKBench.
+_BLOCK_ELEMENTS = 2**22
+
+_REVISITED_SETTINGS = ("easy", "medium", "hard")
+
+
+def database_inputs(data):
+    """The database images of a dataset, as a feature extractor takes them.
+
+    Parameters
+    ----------
+    data : :class:`~sklearn.utils.Bunch`
+        A dataset of :mod:`skretrieval.datasets`.
+
+    Returns
+    -------
+    images : list
+        The file paths (``data.filenames``), or the pixel arrays (``data.images``) of datasets
+        held in memory.
+    """
+    return data.filenames if data.filenames is not None else data.images
+
+
+def query_inputs(data):
+    """The query images of a dataset, as the benchmark's protocol wants them described.
+
+    Parameters
+    ----------
+    data : :class:`~sklearn.utils.Bunch`
+        A dataset of :mod:`skretrieval.datasets`.
+
+    Returns
+    -------
+    images : list or None
+        The queries cropped to their boxes (PIL images, see
+        :func:`~skretrieval.datasets.crop_queries`) when the dataset has ``query_boxes``, else
+        the query files; None when every database image is in turn a query
+        (``query_filenames`` is None).
+    """
+    if data.query_filenames is None:
+        return None
+    if data.query_boxes is not None:
+        return crop_queries(data)
+    return list(data.query_filenames)
+
+
+def _queries_are_database(data):
+    """Whether the queries are the database images themselves, uncropped (UKBench)."""
+    return data.query_boxes is None and data.query_filenames == data.filenames
+
+
+def _cache_file(cache, cache_tag, data, role, estimator, images, boxes):
+    """The file keeping the descriptors of one image list under one estimator."""
+    # Every parameter but the progress display changes what the descriptors are or how they
+    # are computed (a device's precision, a batch's composition).
+    params = {
+        name: value
+        for name, value in estimator.get_params(deep=True).items()
+        if not name.endswith(("verbose", "progress"))
+    }
+    key = {
+        "dataset": data.name,
+        "role": role,
+        "estimator": repr(sorted(params.items())),
+        # File paths, or the pixels themselves (joblib hashes array contents).
+        "images": [str(image) if isinstance(image, (str, Path)) else image for image in images],
+        "boxes": None if boxes is None else np.asarray(boxes, dtype=np.float64),
+    }
+    return Path(cache) / f"{data.name}-{role}-{cache_tag}-{joblib.hash(key)[:16]}.npy"
+
+
+def describe_benchmark(estimator, data, *, fit=True, cache=None, cache_tag=None, verbose=False):
+    """Descriptors of a dataset's database and queries.
+
+    Parameters
+    ----------
+    estimator : estimator
+        A transformer or pipeline from images to descriptors, e.g.
+        ``make_pipeline(CNNFeatureExtractor(pooling=GeMPooling()), PCAWhitening())``.
+    data : :class:`~sklearn.utils.Bunch`
+        A dataset of :mod:`skretrieval.datasets`.
+    fit : bool, default=True
+        Fit ``estimator`` on the database images first; then anything it learns, such as a
+        whitening, is learned on the database, the usual setting of these benchmarks when no
+        separate training set is given. False: ``estimator`` is already fitted.
+    cache : str or path-like, default=None
+        Folder keeping the descriptors (arrays) between calls: a later call with an estimator
+        of the same parameters on the same images reads them instead of running the estimator,
+        which is then neither fitted nor run. Each image list is one ``.npy`` file named after
+        the dataset, the role (``database`` or ``queries``) and ``cache_tag``, written
+        atomically. Meant for estimators whose fit does not depend on the images (a feature
+        extractor, with or without fused pooling); descriptors of random weights differ from
+        run to run and must not be cached.
+    cache_tag : str, default=None
+        Readable part of the cache file names, e.g. ``"mobilenet_v2-gem-1024"``; None uses the
+        estimator's class name.
+    verbose : bool, default=False
+        Print, for each image list, whether it was read from the cache or described, and how
+        long that took.
+
+    Returns
+    -------
+    database : array-like
+        Descriptors of the database images.
+    queries : array-like or None
+        Descriptors of the queries (cropped to their boxes where the dataset has boxes); the
+        database descriptors themselves when the queries are the database images (UKBench);
+        None when every database image is in turn a query (see :func:`score_benchmark`).
+    """
+    if cache_tag is None:
+        cache_tag = type(estimator).__name__
+    fitted = []
+
+    def describe(role, files, boxes, images):
+        """Descriptors of ``images()``; ``files`` and ``boxes`` identify them in the cache."""
+        path = None
+        if cache is not None:
+            path = _cache_file(cache, cache_tag, data, role, estimator, files, boxes)
+            if path.is_file():
+                descriptors = np.load(path)
+                if descriptors.ndim == 2 and descriptors.shape[0] == len(files):
+                    if verbose:
+                        print(f"{role}: {len(files)} descriptors read from the cache {path}")
+                    return descriptors
+        start = time.perf_counter()
+        if fit and not fitted and role == "database":
+            descriptors = estimator.fit_transform(images())
+        else:
+            if fit and not fitted:
+                estimator.fit(database_inputs(data))
+            descriptors = estimator.transform(images())
+        fitted.append(True)
+        if verbose:
+            elapsed = time.perf_counter() - start
+            print(f"{role}: {len(files)} images described in {elapsed:.1f} s")
+        if path is not None:
+            with atomic_write(path) as file:
+                np.save(file, np.asarray(descriptors))
+        return descriptors
+
+    database = describe("database", database_inputs(data), None, lambda: database_inputs(data))
+    if data.query_filenames is None:
+        return database, None
+    if _queries_are_database(data):
+        return database, database
+    queries = describe(
+        "queries", data.query_filenames, data.query_boxes, lambda: query_inputs(data)
+    )
+    return database, queries
+
+
+def score_benchmark(data, database, queries=None, *, metric="cosine", ks=(1, 5, 10)):
+    """Rank a dataset's database for each query and score the rankings.
+
+    Parameters
+    ----------
+    data : :class:`~sklearn.utils.Bunch`
+        A dataset of :mod:`skretrieval.datasets`: its ground truth ``gnd`` or, without one,
+        its labels ``target`` define relevance.
+    database : array-like
+        Descriptors of the database images, in the order of the dataset.
+    queries : array-like or None, default=None
+        Descriptors of the queries. None: every database image queries all the others, itself
+        excluded (datasets without ``query_filenames``).
+    metric : str, default="cosine"
+        Distance of the :class:`~skretrieval.neighbors.ImageRetriever` that ranks the database.
+    ks : sequence of int, default=(1, 5, 10)
+        Ranks of the mean precisions ``mp@k``; NaN for a ``k`` larger than the database.
+
+    Returns
+    -------
+    rows : list of dict
+        One dict per protocol with ``"protocol"`` (``"easy"``, ``"medium"`` and ``"hard"`` for
+        the revisited benchmarks, else ``"all"``), ``"n_queries"`` (queries evaluated: those
+        with a positive), ``"map"`` and ``"mp@k"`` for each ``k``; for UKBench also
+        ``"ns_score"``, averaged over all queries.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.utils import Bunch
+    >>> from skretrieval.evaluation import score_benchmark
+    >>> data = Bunch(name="toy", target=np.array([0, 0, 1, 1]), gnd=None)
+    >>> descriptors = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.2, 0.9]])
+    >>> score_benchmark(data, descriptors, ks=(1,))
+    [{'protocol': 'all', 'n_queries': 4, 'map': 1.0, 'mp@1': 1.0}]
+    """
+    retriever = ImageRetriever(metric=metric).fit(database)
+    n_database = retriever.n_samples_fit_
+    if queries is None and data.target is None:
+        raise ValueError(
+            f"{data.name}: without query descriptors every database image queries the others, "
+            "which needs the labels data.target to tell the relevant ones; this dataset has none."
+        )
+    if data.gnd is not None and tuple(data.positive_keys) == ("easy", "hard"):
+        return _score_revisited(data, retriever, queries, ks)
+    return _score_blocks(data, retriever, queries, n_database, ks)
+
+
+def _score_revisited(data, retriever, queries, ks):
+    _, ranks = retriever.kneighbors(queries, n_neighbors=retriever.n_samples_fit_)
+    results = evaluate_revisited(ranks, data.gnd, ks=ks)
+    return [
+        {
+            "protocol": setting,
+            "n_queries": results[setting]["n_queries"],
+            "map": results[setting]["map"],
+            **{f"mp@{k}": results[setting]["mp@k"][k] for k in ks},
+        }
+        for setting in _REVISITED_SETTINGS
+    ]
+
+
+def _relevance(data, rows, n_database, leave_one_out):
+    """Relevant and junk masks of the queries ``rows``: from ``gnd``, else from the labels."""
+    if data.gnd is not None:
+        gnd = [data.gnd[row] for row in rows]
+        return ground_truth_masks(gnd, n_database, positive_keys=data.positive_keys)
+    query_labels = data.target[rows] if leave_one_out else data.query_target[rows]
+    relevant = query_labels[:, None] == data.target[None, :]
+    junk = np.zeros_like(relevant)
+    if leave_one_out:  # a query is not its own result
+        junk[np.arange(len(rows)), rows] = True
+    return relevant & ~junk, junk
+
+
+def _score_blocks(data, retriever, queries, n_database, ks):
+    """mAP (trapezoid), mP@k and the N-S score over blocks of queries."""
+    leave_one_out = queries is None
+    defined_ks = [k for k in ks if k <= n_database]
+    with_ns_score = data.name == "ukbench"
+    totals = dict.fromkeys(["map", "ns_score", *defined_ks], 0.0)
+    n_evaluated = n_queries = 0
+    rows_per_chunk = max(1, _BLOCK_ELEMENTS // n_database)
+    for start, stop, distances in retriever.distance_blocks(queries):
+        for first in range(0, stop - start, rows_per_chunk):
+            scores = -distances[first : first + rows_per_chunk]
+            rows = np.arange(start + first, start + first + len(scores))
+            n_queries += len(rows)
+            if with_ns_score:
+                same_group = data.query_target[rows, None] == data.target[None, :]
+                totals["ns_score"] += len(rows) * ukbench_score(same_group, scores)
+            relevant, junk = _relevance(data, rows, n_database, leave_one_out)
+            # Each metric is a mean over the queries with a positive: block means are combined
+            # weighted by their numbers of such queries.
+            n_block = int(np.sum(relevant.any(axis=1)))
+            if n_block == 0:
+                continue
+            # The reference AP of Oxford/Paris, also that of the Holidays evaluation script.
+            totals["map"] += n_block * mean_average_precision(
+                relevant, scores, junk=junk, interpolation="trapezoid"
+            )
+            for k in defined_ks:
+                totals[k] += n_block * precision_at_k(relevant, scores, k, junk=junk)
+            n_evaluated += n_block
+    if n_evaluated == 0:
+        raise ValueError(f"no query of {data.name} has a positive database image")
+    row = {"protocol": "all", "n_queries": n_evaluated, "map": totals["map"] / n_evaluated}
+    for k in ks:
+        row[f"mp@{k}"] = totals[k] / n_evaluated if k in defined_ks else np.nan
+    if with_ns_score:
+        row["ns_score"] = totals["ns_score"] / n_queries
+    return [row]
+
+
+def evaluate_benchmark(
+    estimator, data, *, fit=True, metric="cosine", ks=(1, 5, 10), cache=None, verbose=False
+):
+    """Describe a dataset with a pipeline, rank its database for each query and score.
+
+    :func:`describe_benchmark` followed by :func:`score_benchmark`.
+
+    Parameters
+    ----------
+    estimator : estimator
+        A transformer or pipeline from images to descriptors.
+    data : :class:`~sklearn.utils.Bunch`
+        A dataset of :mod:`skretrieval.datasets`.
+    fit : bool, default=True
+        Fit ``estimator`` on the database images first.
+    metric : str, default="cosine"
+        Distance used to rank the database.
+    ks : sequence of int, default=(1, 5, 10)
+        Ranks of the mean precisions.
+    cache : str or path-like, default=None
+        Folder keeping the descriptors between calls, see :func:`describe_benchmark`.
+    verbose : bool, default=False
+        Print what is described or read from the cache.
+
+    Returns
+    -------
+    rows : list of dict
+        As :func:`score_benchmark`.
+
+    Examples
+    --------
+    >>> from skretrieval.datasets import make_copydays
+    >>> from skretrieval.evaluation import evaluate_benchmark
+    >>> from skretrieval.extraction import CNNFeatureExtractor
+    >>> from skretrieval.pooling import GeMPooling
+    >>> data = make_copydays(2, sources=["coffee", "chelsea"], max_size=64)
+    >>> extractor = CNNFeatureExtractor(max_size=64, pooling=GeMPooling(), verbose=False)
+    >>> (row,) = evaluate_benchmark(extractor, data, ks=(1,))
+    >>> row["protocol"], row["n_queries"], row["mp@1"]
+    ('all', 6, 1.0)
+    """
+    database, queries = describe_benchmark(
+        estimator, data, fit=fit, cache=cache, verbose=verbose
+    )
+    return score_benchmark(data, database, queries, metric=metric, ks=ks)
