@@ -21,7 +21,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m skretrieval demo --output demo_output
 
+# Lint (absolute imports only), the import contracts of pyproject.toml, then the tests and
+# every docstring example of the package.
 test: $(STAMP)
+	$(PY) -m ruff check skretrieval tests benchmarks
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 lint: $(STAMP)

@@ -12,12 +12,18 @@ Modules, one concept each:
 - :mod:`skretrieval.quantization` -- :class:`ProductQuantizer`, PQ and IVF-PQ (faiss)
 - :mod:`skretrieval.learning` -- learned embeddings and end-to-end fine-tuning (torch)
 - :mod:`skretrieval.persistence` -- atomic, versioned ``save`` and ``load``
-- :mod:`skretrieval.metrics` -- average precision, mAP, P@k and scorers for ``GridSearchCV``
-- :mod:`skretrieval.datasets` -- benchmark loaders and a Copydays-style generator
+- :mod:`skretrieval.metrics` -- average precision, mAP, P@k, the UKBench N-S score and scorers
+  for ``GridSearchCV``
+- :mod:`skretrieval.datasets` -- benchmark loaders and a Copydays-style generator, one schema
+- :mod:`skretrieval.evaluation` -- a pipeline described, ranked and scored on a dataset
+- :mod:`skretrieval.plotting` -- retrieval grids and precision-recall curves
 - :mod:`skretrieval.cli` -- the ``skretrieval`` command line
+
+A module too big for one file is a package of private modules; what several modules share lives
+in the private :mod:`skretrieval._utils` (see ``docs/design.md``).
 
 Import the estimators from their modules; importing :mod:`skretrieval` itself does not import
 torch.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0.dev0"
