@@ -4,34 +4,18 @@ import numpy as np
 import pytest
 from PIL import Image
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils import Bunch
 
 from skretrieval import evaluation
 from skretrieval.datasets import ground_truth_masks
+from skretrieval.datasets._base import dataset_bunch
 from skretrieval.evaluation import describe_benchmark, evaluate_benchmark, score_benchmark
 from skretrieval.metrics import mean_average_precision, precision_at_k, ukbench_score
 from skretrieval.neighbors import ImageRetriever
 
-SCHEMA_NONE = dict.fromkeys(
-    [
-        "filenames",
-        "images",
-        "target",
-        "target_names",
-        "query_filenames",
-        "query_target",
-        "query_boxes",
-        "gnd",
-        "positive_keys",
-        "queries_without_positives",
-        "n_missing_images",
-        "n_missing_queries",
-    ]
-)
 
-
-def _dataset(**fields):
-    return Bunch(**{"name": "toy", **SCHEMA_NONE, "DESCR": "", **fields})
+def _dataset(name="toy", **fields):
+    """A dataset bunch of the loaders' schema, fields not given being None."""
+    return dataset_bunch(name, descr="", **fields)
 
 
 def _grouped_descriptors(n_groups=5, per_group=4, seed=0):
@@ -47,9 +31,11 @@ def test_blocked_scoring_matches_scoring_all_queries_at_once(monkeypatch):
         {"ok": np.flatnonzero((target == t) & (np.arange(20) != i)), "junk": np.array([i])}
         for i, t in enumerate(target)
     ]
+    files = [f"{i}.jpg" for i in range(20)]
     data = _dataset(
         name="ukbench",
-        filenames=[f"{i}.jpg" for i in range(20)],
+        filenames=files,
+        query_filenames=files,
         gnd=gnd,
         positive_keys=("ok",),
         target=target,
@@ -84,7 +70,8 @@ def test_leave_one_out_by_labels_equals_its_ground_truth(monkeypatch):
         {"ok": np.flatnonzero((target == t) & (np.arange(20) != i)), "junk": np.array([i])}
         for i, t in enumerate(target)
     ]
-    by_gnd = _dataset(filenames=list(range(20)), gnd=gnd, positive_keys=("ok",))
+    files = [f"{i}.jpg" for i in range(20)]
+    by_gnd = _dataset(filenames=files, query_filenames=files, gnd=gnd, positive_keys=("ok",))
     (expected,) = score_benchmark(by_gnd, descriptors, descriptors)
     (row,) = score_benchmark(by_labels, descriptors)
     monkeypatch.setattr(evaluation, "_BLOCK_ELEMENTS", 7 * 20)
@@ -98,8 +85,10 @@ def test_leave_one_out_by_labels_equals_its_ground_truth(monkeypatch):
 def test_revisited_rows_and_bad_datasets():
     target, descriptors = _grouped_descriptors(n_groups=3, per_group=3)
     gnd = [{"easy": [1], "hard": [2], "junk": [0]}, {"easy": [4], "hard": [], "junk": []}]
-    data = _dataset(filenames=list(range(9)), query_filenames=["a", "b"], gnd=gnd)
-    data.positive_keys = ("easy", "hard")
+    files = [f"{i}.jpg" for i in range(9)]
+    data = _dataset(
+        filenames=files, query_filenames=["a.jpg", "b.jpg"], gnd=gnd, positive_keys=("easy", "hard")
+    )
     rows = score_benchmark(data, descriptors, descriptors[[0, 3]], ks=(1, 5))
     assert [row["protocol"] for row in rows] == ["easy", "medium", "hard"]
     assert [row["n_queries"] for row in rows] == [2, 2, 1]
