@@ -5,7 +5,7 @@ Cambridge; F. Samaria and A. Harter, 1994): 40 people, 10 grey-level 92x112 imag
 not shipped with skretrieval: unpack it at ``../shared/data/orl_faces`` next to the repository
 (or anywhere, and pass ``--root``).
 
-Protocol (issue 4): split by image, 5 training and 5 test faces per person (a seeded random
+Protocol: split by image, 5 training and 5 test faces per person (a seeded random
 split); every test face queries the 200 training faces, relevant = same person; mAP with
 ``"step"`` interpolation. Rows:
 

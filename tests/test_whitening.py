@@ -411,7 +411,7 @@ def test_learned_clone_pickle_feature_names_and_fit_returns_self():
 
 
 def test_learned_whitening_beats_pca_whitening_on_digits():
-    # Evidence for the issue: 8x8 digit images as descriptors, relevance = same digit.
+    # Supervised whitening on real data: 8x8 digit images as descriptors, relevance = same digit.
     X, y = load_digits(return_X_y=True)
     order = np.random.default_rng(0).permutation(len(y))
     train, test = order[:600], order[600:1000]
