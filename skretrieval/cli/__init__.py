@@ -21,7 +21,10 @@ prints); the work itself is done by the library:
 import argparse
 
 import skretrieval
-from skretrieval.cli import _demo, _evaluate, _index, _search
+from skretrieval.cli._demo import add_parser as add_demo
+from skretrieval.cli._evaluate import add_parser as add_evaluate
+from skretrieval.cli._index import add_parser as add_index
+from skretrieval.cli._search import add_parser as add_search
 
 __all__ = ["build_parser", "main"]
 
@@ -33,8 +36,8 @@ def build_parser():
     )
     parser.add_argument("--version", action="version", version=skretrieval.__version__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for command in (_demo, _index, _search, _evaluate):
-        command.add_parser(commands)
+    for add_parser in (add_demo, add_index, add_search, add_evaluate):
+        add_parser(commands)
     return parser
 
 
