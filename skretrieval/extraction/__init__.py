@@ -28,5 +28,6 @@ batches), ``_trunk`` (cutting the network, folding batch normalisation, probing 
 """
 
 from skretrieval.extraction._extractor import CNNFeatureExtractor
+from skretrieval.extraction._images import ImageNotFoundError, ImageReadError
 
-__all__ = ["CNNFeatureExtractor"]
+__all__ = ["CNNFeatureExtractor", "ImageNotFoundError", "ImageReadError"]

@@ -22,6 +22,34 @@ _COLOUR_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA", "CMYK", "YC
 _WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 
 
+class ImageReadError(ValueError):
+    """An image file that cannot be opened or decoded.
+
+    Raised by :meth:`CNNFeatureExtractor.transform` for a missing, unreadable, non-image,
+    truncated or corrupt file (or a PIL image whose data cannot be decoded), with the position
+    and the path of the image, so that a caller indexing many files can skip and report it.
+
+    Attributes
+    ----------
+    index : int
+        Position of the image in ``X``.
+    path : str or None
+        The file, or None for an in-memory image.
+    reason : str
+        What is wrong, without the position and path.
+    """
+
+    def __init__(self, message, *, index, path=None, reason=None):
+        super().__init__(message)
+        self.index = index
+        self.path = path
+        self.reason = message if reason is None else reason
+
+
+class ImageNotFoundError(ImageReadError, FileNotFoundError):
+    """An image file that does not exist (also a :class:`FileNotFoundError`)."""
+
+
 class _Image:
     """One input image: where it comes from and the shape the network will see."""
 
@@ -32,6 +60,10 @@ class _Image:
         self.kind = kind  # "path", "pil" or "array"
         self.source = source
         self.shape = shape  # (height, width) after resizing
+
+    @property
+    def path(self):
+        return self.source if self.kind == "path" else None
 
     @property
     def label(self):
@@ -109,6 +141,10 @@ def _check_array(image, label):
     return image.shape[:2]
 
 
+def _read_error(label, reason, index, path):
+    return ImageReadError(f"{label} {reason}", index=index, path=path, reason=reason)
+
+
 def _inspect(item, index):
     """Check one input cheaply (no pixel decoding) and return (kind, source, (height, width))."""
     if isinstance(item, (str, os.PathLike)):
@@ -118,12 +154,26 @@ def _inspect(item, index):
             with Image.open(path) as image:
                 size, mode = image.size, image.mode
         except FileNotFoundError:
-            raise FileNotFoundError(f"X[{index}]: image file not found: {path!r}.") from None
+            raise ImageNotFoundError(
+                f"X[{index}]: image file not found: {path!r}.",
+                index=index,
+                path=path,
+                reason="file not found",
+            ) from None
         except UnidentifiedImageError as exc:
-            raise ValueError(f"{label} is not an image file that PIL can read: {exc}") from None
+            raise _read_error(
+                label, f"is not an image file that PIL can read: {exc}", index, path
+            ) from None
         except (OSError, Image.DecompressionBombError) as exc:
-            raise ValueError(f"{label} could not be opened: {type(exc).__name__}: {exc}") from None
-        _check_mode(mode, label)
+            raise _read_error(
+                label, f"could not be opened: {type(exc).__name__}: {exc}", index, path
+            ) from None
+        try:
+            _check_mode(mode, label)
+        except ValueError as exc:
+            raise ImageReadError(
+                str(exc), index=index, path=path, reason=f"unsupported image mode {mode!r}"
+            ) from None
         return "path", path, (size[1], size[0])
     if isinstance(item, Image.Image):
         _check_mode(item.mode, f"X[{index}]")
@@ -212,20 +262,23 @@ def _array_to_uint8(image):
     return np.rint(image * 255).astype(np.uint8)  # floats, range checked in _check_array
 
 
-def _to_8bit_pil(image, label):
+def _to_8bit_pil(pil, image):
     """An 8-bit PIL image in mode L or RGB."""
-    mode = image.mode
+    mode = pil.mode
     if mode in _WIDE_MODES:
-        return Image.fromarray(_wide_to_uint8(np.asarray(image), label))
+        return Image.fromarray(_wide_to_uint8(np.asarray(pil), image.label))
     if mode in ("L", "RGB"):
-        return image
+        return pil
     try:
-        return image.convert("L" if mode in _GREY_MODES else "RGB")
+        return pil.convert("L" if mode in _GREY_MODES else "RGB")
     except ValueError as exc:
-        raise ValueError(f"{label}: cannot convert image mode {mode!r} to RGB: {exc}") from None
+        reason = f"cannot convert image mode {mode!r} to RGB: {exc}"
+        raise ImageReadError(
+            f"{image.label}: {reason}", index=image.index, path=image.path, reason=reason
+        ) from None
 
 
-def _load(pil, label):
+def _load(pil, image):
     """Decode all pixel data now: PIL is lazy, and truncated data only shows up here.
 
     ``ImageFile.LOAD_TRUNCATED_IMAGES`` is left False, so truncated files raise.
@@ -233,9 +286,12 @@ def _load(pil, label):
     try:
         pil.load()
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ValueError(
-            f"{label} could not be decoded (truncated or corrupt image data): "
-            f"{type(exc).__name__}: {exc}"
+        raise _read_error(
+            image.label,
+            "could not be decoded (truncated or corrupt image data): "
+            f"{type(exc).__name__}: {exc}",
+            image.index,
+            image.path,
         ) from None
 
 
@@ -258,15 +314,21 @@ def _decode(image):
         try:
             pil = Image.open(image.source)
         except OSError as exc:
-            raise ValueError(f"{image.label} could not be opened: {exc}") from None
+            reason = f"could not be opened: {exc}"
+            raise _read_error(image.label, reason, image.index, image.path) from None
         with pil:
-            _load(pil, image.label)
-            return _resize(_to_8bit_pil(pil, image.label), image.shape)
+            _load(pil, image)
+            try:
+                return _resize(_to_8bit_pil(pil, image), image.shape)
+            except ImageReadError:
+                raise
+            except (OSError, ValueError) as exc:  # e.g. 32-bit pixels out of the 16-bit range
+                raise _read_error(image.label, str(exc), image.index, image.path) from None
     # A PIL image of the caller's may be lazy, and may appear several times in X: loading it
     # from two threads at once is not safe.
     with _PIL_LOAD_LOCK:
-        _load(image.source, image.label)
-    return _resize(_to_8bit_pil(image.source, image.label), image.shape)
+        _load(image.source, image)
+    return _resize(_to_8bit_pil(image.source, image), image.shape)
 
 
 def _fill(buffer, images):
