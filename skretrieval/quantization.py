@@ -350,7 +350,36 @@ class ProductQuantizer(TransformerMixin, BaseEstimator):
 
     def __setstate__(self, state):
         if "_index" in state:
-            state = {**state, "_index": faiss.deserialize_index(state["_index"])}
+            try:
+                index = faiss.deserialize_index(np.asarray(state["_index"], dtype=np.uint8))
+            except RuntimeError as exc:
+                raise ValueError(f"The stored faiss index cannot be read: {exc}") from None
+            # The index must be the one the fitted attributes describe, or searches and
+            # decoding would read out of its bounds.
+            n_lists = state.get("n_lists")
+            expected = (
+                (faiss.IndexPQ if n_lists is None else faiss.IndexIVFPQ),
+                state.get("n_features_in_"),
+                state.get("n_samples_fit_"),
+                state.get("n_subquantizers"),
+                state.get("n_bits"),
+                n_lists,
+            )
+            found = (
+                type(index),
+                index.d,
+                index.ntotal,
+                getattr(getattr(index, "pq", None), "M", None),
+                getattr(getattr(index, "pq", None), "nbits", None),
+                getattr(index, "nlist", None),
+            )
+            if found != expected:
+                raise ValueError(
+                    f"The stored faiss index ({type(index).__name__}, d={index.d}, "
+                    f"ntotal={index.ntotal}) does not match the ProductQuantizer's parameters "
+                    "and fitted attributes; the saved estimator is damaged."
+                )
+            state = {**state, "_index": index}
         super().__setstate__(state)
 
     def __sklearn_tags__(self):

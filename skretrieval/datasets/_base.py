@@ -150,8 +150,51 @@ def read_name_list(path):
 # ---------------------------------------------------------------------------------------------
 
 
-def _as_index_array(values):
-    return np.asarray(values, dtype=np.int64).ravel()
+def ground_truth_indices(values, n_database, *, query, key):
+    """``values`` as an int64 array of indices into ``n_database`` images, checked.
+
+    A negative, out-of-range or non-integer index is a ``ValueError`` naming ``query`` (e.g.
+    ``"query 3 ('all_souls_000013')"``) and ``key``: nothing is silently converted, and a
+    ``-1`` never stands for the last image.
+    """
+    try:
+        indices = np.asarray(values)
+    except ValueError:  # ragged nested lists
+        indices = None
+    if indices is None or indices.ndim > 1 or not (indices.size == 0 or indices.dtype.kind in "iu"):
+        raise ValueError(
+            f"{query}: {key!r} must be a list of integer database indices; got {_shorten(values)}."
+        )
+    indices = indices.astype(np.int64).ravel()
+    outside = indices[(indices < 0) | (indices >= n_database)]
+    if outside.size:
+        raise ValueError(
+            f"{query}: {key!r} holds index {int(outside[0])}, outside the {n_database} database "
+            f"images (0 to {n_database - 1}); the ground truth does not match the image list."
+        )
+    return indices
+
+
+def ground_truth_box(values, *, query):
+    """``values`` as a float64 box ``[x1, y1, x2, y2]``, or a ``ValueError`` naming ``query``."""
+    try:
+        box = np.asarray(values)
+    except ValueError:
+        box = None
+    if box is None or box.dtype.kind not in "iuf" or box.size != 4:
+        box = None
+    elif not np.isfinite(box).all():
+        box = None
+    if box is None:
+        raise ValueError(
+            f"{query}: 'bbx' must be four finite numbers [x1, y1, x2, y2]; got {_shorten(values)}."
+        )
+    return box.astype(np.float64).ravel()
+
+
+def _shorten(values):
+    text = repr(values)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def restriction_index(n_total, present):
@@ -162,8 +205,9 @@ def restriction_index(n_total, present):
 
 
 def remap_indices(indices, new_index):
-    """``indices`` renumbered by :func:`restriction_index`, the dropped ones left out."""
-    remapped = new_index[_as_index_array(indices)]
+    """Indices checked by :func:`ground_truth_indices`, renumbered by
+    :func:`restriction_index`, the dropped ones left out."""
+    remapped = new_index[indices]
     return remapped[remapped >= 0]
 
 
@@ -223,6 +267,12 @@ def ground_truth_masks(gnd, n_database, *, positive_keys=("ok",), junk_keys=("ju
         :func:`skretrieval.metrics.mean_average_precision` and :func:`~skretrieval.metrics.
         precision_at_k`.
 
+    Raises
+    ------
+    ValueError
+        If an index is negative, not below ``n_database`` or not an integer; the message names
+        the query and the key.
+
     Examples
     --------
     >>> from skretrieval.datasets import ground_truth_masks
@@ -235,13 +285,12 @@ def ground_truth_masks(gnd, n_database, *, positive_keys=("ok",), junk_keys=("ju
     for keys in (positive_keys, junk_keys):
         mask = np.zeros((n_queries, n_database), dtype=bool)
         for key in keys:
-            lists = [_as_index_array(entry[key]) for entry in gnd]
+            lists = [
+                ground_truth_indices(entry[key], n_database, query=f"gnd[{i}] (query {i})", key=key)
+                for i, entry in enumerate(gnd)
+            ]
             rows = np.repeat(np.arange(n_queries), [len(indices) for indices in lists])
             columns = np.concatenate(lists) if lists else np.empty(0, dtype=np.int64)
-            if columns.size and (columns.min() < 0 or columns.max() >= n_database):
-                raise ValueError(
-                    f"gnd[...][{key!r}] holds indices outside [0, {n_database}) database images."
-                )
             mask[rows, columns] = True
         masks.append(mask)
     relevant, junk = masks

@@ -74,8 +74,9 @@ def load_holidays(root, *, allow_missing=False):
 
     Notes
     -----
-    Some Holidays images are stored rotated by 90 degrees (their EXIF orientation is not
-    applied, as in most published results); the images are used as stored.
+    Some Holidays images are stored rotated by 90 degrees.
+    :class:`~skretrieval.extraction.CNNFeatureExtractor` applies their EXIF orientation by
+    default; ``exif_transpose=False`` uses them as stored, as most published results do.
 
     Examples
     --------

@@ -8,6 +8,7 @@ from skretrieval.datasets._base import (
     check_benchmark_root,
     check_dataset_name,
     dataset_bunch,
+    ground_truth_box,
     missing_files_message,
     read_name_list,
     report_restriction,
@@ -25,8 +26,11 @@ def _strip_prefix(image):
     return image[len("oxc1_") :] if image.startswith("oxc1_") else image
 
 
-def _read_classic_query(path):
-    """(image name, box) of a ``*_query.txt`` file: ``[query_id] image x1 y1 x2 y2``."""
+def _read_classic_query(path, query):
+    """(image name, box) of a ``*_query.txt`` file: ``[query_id] image x1 y1 x2 y2``.
+
+    ``query`` names the query in error messages.
+    """
     lines = read_name_list(path)
     fields = lines[0].split() if lines else []
     if len(fields) == 6:  # a leading query id
@@ -38,8 +42,8 @@ def _read_classic_query(path):
     try:
         box = [float(value) for value in fields[1:]]
     except ValueError:
-        raise ValueError(f"{str(path)!r}: the box {fields[1:]} is not four numbers.") from None
-    return _strip_prefix(fields[0]), box
+        box = fields[1:]
+    return _strip_prefix(fields[0]), ground_truth_box(box, query=query)
 
 
 def load_oxford_paris(root, name, *, allow_missing=False):
@@ -83,7 +87,8 @@ def load_oxford_paris(root, name, *, allow_missing=False):
         If the ``gt`` folder or its query files are missing or, unless ``allow_missing``, an
         image named by the ground truth is.
     ValueError
-        If ``name`` is unknown or a ground-truth file is malformed.
+        If ``name`` is unknown or a ground-truth file is malformed (e.g. a box that is not
+        four finite numbers; the message names the query).
 
     See Also
     --------
@@ -128,7 +133,7 @@ def load_oxford_paris(root, name, *, allow_missing=False):
 
     queries, query_ids, boxes, gnd = [], [], [], []
     referenced, missing_queries = set(), []
-    for query_file in query_files:
+    for number, query_file in enumerate(query_files):
         query_id = query_file.name[: -len("_query.txt")]
         lists = {}
         for kind in ("good", "ok", "junk"):
@@ -140,7 +145,9 @@ def load_oxford_paris(root, name, *, allow_missing=False):
                 )
             lists[kind] = [_strip_prefix(image) for image in read_name_list(path)]
             referenced.update(lists[kind])
-        image, box = _read_classic_query(query_file)
+        image, box = _read_classic_query(
+            query_file, f"{str(query_file)!r}: query {number} ({query_id!r})"
+        )
         referenced.add(image)
         if image not in position:
             missing_queries.append(image)
@@ -154,7 +161,7 @@ def load_oxford_paris(root, name, *, allow_missing=False):
             {
                 "ok": np.unique(np.asarray(positives, dtype=np.int64)),
                 "junk": np.unique(np.asarray(junk, dtype=np.int64)),
-                "bbx": np.asarray(box, dtype=np.float64),
+                "bbx": box,
             }
         )
     missing = sorted(f"{image}.jpg" for image in referenced if image not in position)

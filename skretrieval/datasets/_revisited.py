@@ -1,5 +1,7 @@
 """The revisited Oxford and Paris benchmarks (ROxford5k, RParis6k), read from disk."""
 
+import codecs
+import importlib
 import pickle
 
 import numpy as np
@@ -10,6 +12,8 @@ from skretrieval.datasets._base import (
     check_benchmark_root,
     check_dataset_name,
     dataset_bunch,
+    ground_truth_box,
+    ground_truth_indices,
     missing_files_message,
     remap_indices,
     report_restriction,
@@ -20,10 +24,69 @@ _REVISITED_NAMES = ("roxford5k", "rparis6k")
 _REVISITED_GND_URL = "http://cmp.felk.cvut.cz/revisitop/data/datasets/{name}/gnd_{name}.pkl"
 
 
+def _numpy_function(submodule, name):
+    # numpy >= 2 keeps its internals in numpy._core; numpy 1.x, and its pickles, in numpy.core.
+    try:
+        return getattr(importlib.import_module(f"numpy._core.{submodule}"), name)
+    except ImportError:
+        return getattr(importlib.import_module(f"numpy.core.{submodule}"), name)
+
+
+def _latin1_encode(text, encoding="latin1"):
+    """What pickle protocols 0 to 2 store bytes as: ``_codecs.encode(text, "latin1")``."""
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
+    return codecs.encode(text, "latin1")
+
+
+def _allowed_globals():
+    """The only globals that the published ground truth (dicts, lists, strings, numbers and
+    numpy arrays, pickled by Python 2 or 3 with numpy 1.x or 2.x) refers to."""
+    numpy_functions = {
+        ("multiarray", "_reconstruct"): _numpy_function("multiarray", "_reconstruct"),
+        ("multiarray", "scalar"): _numpy_function("multiarray", "scalar"),
+        ("numeric", "_frombuffer"): _numpy_function("numeric", "_frombuffer"),
+    }
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for (submodule, name), function in numpy_functions.items():
+        for package in ("numpy._core", "numpy.core"):
+            allowed[f"{package}.{submodule}", name] = function
+    for module in ("builtins", "__builtin__"):
+        for container in (set, frozenset, bytes, bytearray, complex):
+            allowed[module, container.__name__] = container
+    allowed["_codecs", "encode"] = _latin1_encode
+    return allowed
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    pass
+
+
+class _GroundTruthUnpickler(pickle.Unpickler):
+    """Unpickles only builtin containers, numbers, strings and numpy arrays: no other class or
+    function is ever imported or called, so a tampered file cannot run code."""
+
+    def __init__(self, file):
+        # latin1: how numpy arrays pickled by Python 2 read back.
+        super().__init__(file, encoding="latin1")
+        self._allowed = _allowed_globals()
+
+    def find_class(self, module, name):
+        try:
+            return self._allowed[module, name]
+        except KeyError:
+            raise _RefusedGlobal(f"{module}.{name}") from None
+
+
 def _read_revisited_gnd(path):
     with open(path, "rb") as file:
         try:
-            cfg = pickle.load(file)
+            cfg = _GroundTruthUnpickler(file).load()
+        except _RefusedGlobal as exc:
+            raise ValueError(
+                f"{str(path)!r} refers to {exc}, which the published ground truth never holds: "
+                "it is not the published gnd_*.pkl file, and was not loaded (nothing in it ran)."
+            ) from None
         except Exception as exc:
             raise ValueError(f"{str(path)!r} is not a readable pickle file: {exc}") from exc
     if not isinstance(cfg, dict) or not {"imlist", "qimlist", "gnd"} <= set(cfg):
@@ -36,11 +99,21 @@ def _read_revisited_gnd(path):
             f"{str(path)!r}: 'gnd' has {len(cfg['gnd'])} entries but 'qimlist' has "
             f"{len(cfg['qimlist'])} queries."
         )
-    for i, entry in enumerate(cfg["gnd"]):
+    n_database = len(cfg["imlist"])
+    gnd = []
+    for i, (entry, image) in enumerate(zip(cfg["gnd"], cfg["qimlist"], strict=True)):
+        query = f"{str(path)!r}: query {i} ({str(image)!r})"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{query}: gnd[{i}] is a {type(entry).__name__}, not a dict.")
         absent = [key for key in ("easy", "hard", "junk", "bbx") if key not in entry]
         if absent:
-            raise ValueError(f"{str(path)!r}: gnd[{i}] has no key(s) {absent}.")
-    return cfg
+            raise ValueError(f"{query}: gnd[{i}] has no key(s) {absent}.")
+        checked = {
+            key: ground_truth_indices(entry[key], n_database, query=query, key=key)
+            for key in ("easy", "hard", "junk")
+        }
+        gnd.append({**checked, "bbx": ground_truth_box(entry["bbx"], query=query)})
+    return {**cfg, "gnd": gnd}
 
 
 def load_revisited(root, name, *, allow_missing=False):
@@ -102,7 +175,10 @@ def load_revisited(root, name, *, allow_missing=False):
         If the ground-truth file is missing or, unless ``allow_missing``, any image is; the
         message says which files go where and where to download them.
     ValueError
-        If ``name`` is unknown or the ground-truth file is not in the published format.
+        If ``name`` is unknown or the ground-truth file is not in the published format: an
+        object other than dicts, lists, strings, numbers and numpy arrays, or an index out of
+        range, negative or not an integer, or a box that is not four finite numbers (the
+        message names the query and the key).
 
     See Also
     --------
@@ -111,8 +187,9 @@ def load_revisited(root, name, *, allow_missing=False):
 
     Notes
     -----
-    The ground truth is a pickle, which can run code when loaded: read only the file published
-    by the benchmark's authors.
+    The ground truth is a pickle, read with a restricted unpickler: it creates builtin
+    containers, numbers, strings and numpy arrays only, and refuses any other class or
+    function, so a tampered file cannot run code.
 
     Examples
     --------
@@ -162,7 +239,7 @@ def load_revisited(root, name, *, allow_missing=False):
                     "easy": remap_indices(entry["easy"], new_index),
                     "hard": remap_indices(entry["hard"], new_index),
                     "junk": remap_indices(entry["junk"], new_index),
-                    "bbx": np.asarray(entry["bbx"], dtype=np.float64).ravel(),
+                    "bbx": entry["bbx"],
                 }
             )
     filenames = [str(jpg / f"{im}.jpg") for im, ok in zip(imlist, image_present, strict=True) if ok]

@@ -478,15 +478,14 @@ class EmbeddingLearner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         return self.n_components
 
     def __getstate__(self):
-        state = dict(super().__getstate__())
-        network = state.pop("network_", None)
-        if network is not None:
-            state["_network_state"] = {
-                key: value.detach().cpu() for key, value in network.state_dict().items()
-            }
-        return state
+        from skretrieval.extraction._state import portable_state
+
+        # Weights as numpy arrays on CPU: loadable without the device and without pickle.
+        return portable_state(super().__getstate__(), {"network_": "_network_state"})
 
     def __setstate__(self, state):
+        from skretrieval.extraction._state import as_tensors
+
         network_state = state.pop("_network_state", None)
         super().__setstate__(state)
         if network_state is not None:
@@ -494,7 +493,7 @@ class EmbeddingLearner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
             network = _EmbeddingNetwork(
                 self.n_features_in_, self._hidden_layer_sizes, self.n_components
             )
-            network.load_state_dict(network_state)
+            network.load_state_dict(as_tensors(network_state))
             self.network_ = network.to(self.device_).eval()
 
     def __sklearn_tags__(self):

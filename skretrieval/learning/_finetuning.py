@@ -550,18 +550,19 @@ class RetrievalFineTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         return tuner
 
     def __getstate__(self):
-        state = dict(super().__getstate__())
-        model = state.pop("model_", None)
-        if model is not None:
-            state["_model_state"] = self._cpu_state_dict()
-        return state
+        from skretrieval.extraction._state import portable_state
+
+        # Weights as numpy arrays on CPU: loadable without the device and without pickle.
+        return portable_state(super().__getstate__(), {"model_": "_model_state"})
 
     def __setstate__(self, state):
+        from skretrieval.extraction._state import as_tensors, restore_parameters
+
         model_state = state.pop("_model_state", None)
         renames = {"image_size": "max_size", "progress": "verbose"}
-        super().__setstate__(upgrade_renamed_state(state, renames))
+        super().__setstate__(restore_parameters(upgrade_renamed_state(state, renames)))
         if model_state is not None:
-            self._rebuild(model_state)
+            self._rebuild(as_tensors(model_state))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

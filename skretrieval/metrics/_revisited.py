@@ -1,7 +1,9 @@
 """The revisited Oxford/Paris protocol: mAP and mP@k in the easy, medium and hard settings."""
 
+from numbers import Integral
+
 import numpy as np
-from sklearn.utils._param_validation import validate_params
+from sklearn.utils._param_validation import Interval, validate_params
 
 from skretrieval.metrics._ranking import ranked_average_precision
 
@@ -37,8 +39,12 @@ def _check_ranks(ranks):
     return ranks
 
 
-def _ground_truth_indices(gnd, n_queries):
-    """Per key, (query row indices, database indices) of all entries of the ground truth."""
+def _ground_truth_indices(gnd, n_queries, n_database):
+    """Per key, (query row indices, database indices) of all entries of the ground truth.
+
+    Every index is checked: a negative, non-integer or (with ``n_database``) out-of-range one
+    is a ``ValueError`` naming the query and the key, never converted or wrapped around.
+    """
     if isinstance(gnd, dict) or not hasattr(gnd, "__len__"):
         raise TypeError(
             "gnd must be a list with one dict per query (keys 'easy', 'hard', 'junk'); got "
@@ -54,18 +60,33 @@ def _ground_truth_indices(gnd, n_queries):
         for i, query_gnd in enumerate(gnd):
             if not hasattr(query_gnd, "keys") or key not in query_gnd:
                 raise ValueError(f"gnd[{i}] has no key {key!r}; expected 'easy', 'hard', 'junk'.")
-            indices = np.asarray(query_gnd[key]).ravel()
-            if indices.size and not np.issubdtype(indices.dtype, np.integer):
-                raise TypeError(
-                    f"gnd[{i}][{key!r}] must hold integer database indices; got dtype "
-                    f"{indices.dtype}."
-                )
-            if indices.size and indices.min() < 0:
-                raise ValueError(f"gnd[{i}][{key!r}] contains negative database indices.")
-            lists.append(indices.astype(np.intp))
+            lists.append(_check_indices(query_gnd[key], n_database, f"query {i}: gnd[{i}]", key))
         rows = np.repeat(np.arange(n_queries), [len(idx) for idx in lists])
         entries[key] = (rows, np.concatenate(lists))
     return entries
+
+
+def _check_indices(values, n_database, query, key):
+    try:
+        indices = np.asarray(values)
+    except ValueError:  # ragged nested lists
+        indices = None
+    if indices is None or indices.ndim > 1 or not (indices.size == 0 or indices.dtype.kind in "iu"):
+        text = repr(values)
+        raise ValueError(
+            f"{query}[{key!r}] must be a list of integer database indices; got "
+            f"{text if len(text) <= 80 else text[:77] + '...'}."
+        )
+    indices = indices.astype(np.intp).ravel()
+    upper = np.inf if n_database is None else n_database
+    outside = indices[(indices < 0) | (indices >= upper)]
+    if outside.size:
+        valid = "indices start at 0" if n_database is None else f"n_database={n_database}"
+        raise ValueError(
+            f"{query}[{key!r}] holds database index {int(outside[0])}, out of range "
+            f"({valid}); the ground truth does not match the database."
+        )
+    return indices
 
 
 @validate_params(
@@ -73,10 +94,11 @@ def _ground_truth_indices(gnd, n_queries):
         "ranks": ["array-like"],
         "gnd": [list, tuple],
         "ks": ["array-like"],
+        "n_database": [Interval(Integral, 1, None, closed="left"), None],
     },
     prefer_skip_nested_validation=True,
 )
-def evaluate_revisited(ranks, gnd, ks=(1, 5, 10)):
+def evaluate_revisited(ranks, gnd, ks=(1, 5, 10), *, n_database=None):
     """Evaluate rankings with the revisited Oxford/Paris protocol (easy, medium, hard).
 
     The three settings of Radenovic et al. (CVPR 2018) differ in which ground-truth images are
@@ -112,6 +134,9 @@ def evaluate_revisited(ranks, gnd, ks=(1, 5, 10)):
         and junk in a setting is treated as junk.
     ks : sequence of int, default=(1, 5, 10)
         Ranks at which to report mP@k.
+    n_database : int, default=None
+        Number of database images. If given, an index of ``ranks`` or ``gnd`` that is not
+        below it is an error; by default only negative indices are.
 
     Returns
     -------
@@ -123,6 +148,12 @@ def evaluate_revisited(ranks, gnd, ks=(1, 5, 10)):
         - ``"mp@k"``: dict ``{k: float}``, mean precision at each k in ``ks``;
         - ``"ap"``: ndarray of shape (n_queries,), the AP of each query, NaN for skipped ones;
         - ``"n_queries"``: int, number of queries evaluated (with at least one positive).
+
+    Raises
+    ------
+    ValueError
+        If an index of ``gnd`` is negative, not an integer or (with ``n_database``) out of
+        range; the message names the query and the key.
 
     Examples
     --------
@@ -144,14 +175,19 @@ def evaluate_revisited(ranks, gnd, ks=(1, 5, 10)):
         raise ValueError(f"ks must be integers >= 1; got {ks.tolist()}.")
     ks = [int(k) for k in ks]
     n_queries = ranks.shape[0]
-    entries = _ground_truth_indices(gnd, n_queries)
-    n_database = 1 + max(
+    if n_database is not None and ranks.max() >= n_database:
+        raise ValueError(
+            f"ranks holds database index {int(ranks.max())}, out of range for "
+            f"n_database={n_database}."
+        )
+    entries = _ground_truth_indices(gnd, n_queries, n_database)
+    n_columns = 1 + max(
         [int(ranks.max())] + [int(cols.max()) for _, cols in entries.values() if cols.size]
     )
 
     masks = {}
     for key, (rows, cols) in entries.items():
-        mask = np.zeros((n_queries, n_database), dtype=bool)
+        mask = np.zeros((n_queries, n_columns), dtype=bool)
         mask[rows, cols] = True
         masks[key] = mask
 
