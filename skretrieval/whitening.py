@@ -26,10 +26,11 @@ from sklearn.base import (
     TransformerMixin,
     _fit_context,
 )
-from sklearn.preprocessing import normalize
 from sklearn.utils import column_or_1d
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
+
+from skretrieval._utils.linalg import l2_normalize
 
 __all__ = ["LearnedWhitening", "PCAWhitening", "principal_axes", "whitening_scale"]
 
@@ -249,7 +250,7 @@ class PCAWhitening(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             n_components = self.n_components
         # Fit in float64 for accuracy; attributes follow the input dtype, as in scikit-learn.
         mean, components, variances, total_variance = principal_axes(
-            normalize(X.astype(np.float64)), n_components
+            l2_normalize(X.astype(np.float64)), n_components
         )
         self.mean_ = mean.astype(X.dtype)
         self.components_ = components.astype(X.dtype)
@@ -276,14 +277,14 @@ class PCAWhitening(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         whitened = _whiten(
-            normalize(X),
+            l2_normalize(X),
             self.mean_,
             self.components_,
             self.explained_variance_,
             self.power,
             self.eps,
         )
-        return normalize(whitened, copy=False)
+        return l2_normalize(whitened)
 
     @property
     def _n_features_out(self):
@@ -305,8 +306,7 @@ def _matching_pair_scatter(X, labels):
     ``i = j`` adds nothing, so the pair sum is ``n_c S_c``: one weighted product of the
     deviations from the class means.
 
-    Returns the ``(d, d)`` scatter and the number of matching pairs
-    ``sum_c n_c (n_c - 1) / 2``.
+    Returns the ``(d, d)`` scatter and the number of matching pairs ``sum_c n_c (n_c - 1) / 2``.
     """
     n_samples = X.shape[0]
     _, codes, counts = np.unique(labels, return_inverse=True, return_counts=True)
@@ -537,7 +537,7 @@ class LearnedWhitening(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         n_components = n_features if self.n_components is None else self.n_components
 
         # Fit in float64 for accuracy; attributes follow the input dtype, as in scikit-learn.
-        X_normalised = normalize(X.astype(np.float64))
+        X_normalised = l2_normalize(X.astype(np.float64))
         if pairs is None:
             scatter, n_pairs = _matching_pair_scatter(X_normalised, y)
         else:
@@ -586,8 +586,8 @@ class LearnedWhitening(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         dtype = X.dtype
-        projected = (normalize(X) - self.mean_.astype(dtype)) @ self.components_.astype(dtype).T
-        return normalize(projected, copy=False)
+        projected = (l2_normalize(X) - self.mean_.astype(dtype)) @ self.components_.astype(dtype).T
+        return l2_normalize(projected)
 
     @property
     def _n_features_out(self):

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 import skretrieval.extraction._extractor as extractor_module
 import skretrieval.extraction._weights as weights_module
 from skretrieval._utils.devices import resolve_device
-from skretrieval.extraction import CNNFeatureExtractor
+from skretrieval.extraction import CNNFeatureExtractor, ImageNotFoundError, ImageReadError
 from skretrieval.extraction._weights import offline_weights_path
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -667,3 +667,14 @@ def test_paths_as_pathlib_and_str_mixed(tmp_path, extractor):
     maps = extractor.transform(paths)
     for path, fmap in zip(paths, maps, strict=True):
         assert_array_equal(fmap, extractor.transform([np.asarray(Image.open(Path(path)))])[0])
+
+
+@pytest.mark.parametrize("error_class", [ImageReadError, ImageNotFoundError])
+def test_image_errors_cross_process_boundaries_intact(error_class):
+    # joblib and dask workers send errors back pickled, through tblib's reducers with dask.
+    tblib = pytest.importorskip("tblib.pickling_support")
+    tblib.install()
+    error = error_class("X[3] ('a.jpg') is broken", index=3, path="a.jpg", reason="is broken")
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is error_class and str(copy) == str(error)
+    assert (copy.index, copy.path, copy.reason) == (3, "a.jpg", "is broken")

@@ -5,7 +5,8 @@ The one torch module of :mod:`skretrieval._utils`: only :mod:`skretrieval.extrac
 """
 
 import functools
-from contextlib import nullcontext
+import threading
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -45,6 +46,63 @@ def resolve_device(device):
     if resolved.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device={device!r} was requested but MPS is not available.")
     return resolved
+
+
+def _in_new_thread(function):
+    """``function()`` run in a thread started for it, as code started later would run it."""
+    results = []
+    thread = threading.Thread(target=lambda: results.append(function()), daemon=True)
+    thread.start()
+    thread.join()
+    return results[0]
+
+
+# Concurrent users of preserved_torch_threads (extractors run from several threads, e.g. the
+# threads of a dask worker): the first to enter records the thread counts, the last to leave
+# puts them back. Each recording its own would restore what another had changed meanwhile.
+_THREADS_LOCK = threading.Lock()
+_threads_state = {"users": 0, "default": None}
+
+
+@contextmanager
+def preserved_torch_threads():
+    """Put torch's intra-op thread counts back on exit, normal or not (exceptions, Ctrl-C).
+
+    ``torch.set_num_threads`` sets the OpenMP thread count of the thread that calls it, and
+    also the default that threads touching torch for the first time later start with. Code
+    inside may call it in any thread (extraction workers take a share of the cores each):
+    on exit the calling thread gets its own count back and, once the last of several
+    concurrent users leaves, new threads get the default they had before the first came in.
+    Inter-op threads are not touched.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skretrieval._utils.devices import preserved_torch_threads
+    >>> before = torch.get_num_threads()
+    >>> with preserved_torch_threads():
+    ...     torch.set_num_threads(1)
+    >>> torch.get_num_threads() == before
+    True
+    """
+    caller = torch.get_num_threads()
+    with _THREADS_LOCK:
+        if _threads_state["users"] == 0:
+            _threads_state["default"] = _in_new_thread(torch.get_num_threads)
+        _threads_state["users"] += 1
+    try:
+        yield
+    finally:
+        with _THREADS_LOCK:
+            _threads_state["users"] -= 1
+            last = _threads_state["users"] == 0
+            # Also sets the default for new threads: right when the caller's count is it.
+            torch.set_num_threads(caller)
+            default = _threads_state["default"]
+            if last and default != caller:
+                # set_num_threads from a thread of its own: the default changes, the caller's
+                # count stays.
+                _in_new_thread(lambda: torch.set_num_threads(default))
 
 
 def uses_channels_last(device):

@@ -127,7 +127,9 @@ class SparseCovariance(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
     with_mean : bool, default=False
         Describe each image by its whole Gaussian ``N(m, S)``, embedded as the
         ``(d + 1) x (d + 1)`` SPD matrix ``[[S + m m^T, m], [m^T, 1]]`` [2]_ (see
-        :func:`gaussian_to_spd`). Incompatible with ``assume_centered=True``.
+        :func:`gaussian_to_spd`). Incompatible with ``assume_centered=True``. A covariance
+        lost in the rounding of ``m m^T`` (a tiny spread far from zero) raises a
+        ``ValueError`` naming the image.
     reg : float, default=1e-6
         Relative shrinkage towards ``tr(S) / d * I`` applied to singular or ill-conditioned
         estimates, in (0, 1).
@@ -269,12 +271,17 @@ class SparseCovariance(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             covariances[i] = covariance
         covariances = (covariances + np.swapaxes(covariances, 1, 2)) / 2.0
         scales = np.trace(covariances, axis1=1, axis2=2) / d
-        zero_variance = np.flatnonzero(~(scales > 0))
+        # Equal local features leave a covariance of rounding errors, about (eps |x|)^2.
+        floor = 0.0
+        if not self.assume_centered:
+            magnitudes = np.array([np.abs(image).max() for image in features])
+            floor = (16 * np.finfo(np.float64).eps * magnitudes) ** 2
+        zero_variance = np.flatnonzero(~(scales > floor))
         if zero_variance.size:
             i = zero_variance[0]
             raise ValueError(
-                f"X[{i}] has {features[i].shape[0]} local features that are all equal: its "
-                "covariance is zero and cannot be regularised to an SPD matrix."
+                f"X[{i}] has {features[i].shape[0]} local features that are all equal (to "
+                "rounding): its covariance is zero and cannot be regularised to an SPD matrix."
             )
         regularised = np.flatnonzero(np.linalg.eigvalsh(covariances)[:, 0] <= self.reg * scales)
         for i in regularised:
@@ -299,7 +306,18 @@ class SparseCovariance(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
             )
         if self.with_mean:
             means = np.stack([image.mean(axis=0) for image in features])
-            return gaussian_to_spd(means, covariances)
+            embedded = gaussian_to_spd(means, covariances)
+            # S + m m^T keeps S only when S is not lost in the rounding of m m^T.
+            singular = np.flatnonzero(~(np.linalg.eigvalsh(embedded)[:, 0] > 0))
+            if singular.size:
+                i = singular[0]
+                raise ValueError(
+                    f"X[{i}] has a covariance (trace {np.trace(covariances[i]):.3g}) too small "
+                    f"next to its mean (norm {np.linalg.norm(means[i]):.3g}) for the Gaussian "
+                    "embedding to be positive definite in float64. Centre or standardise the "
+                    "local features (e.g. LocalPCA), or use with_mean=False."
+                )
+            return embedded
         return covariances
 
     def __sklearn_tags__(self):

@@ -38,7 +38,17 @@ def _fit_mixture(index, features, n_components, covariance_type, reg_covar, max_
                 f"Fitting the Gaussian mixture of X[{index}] ({features.shape[0]} local "
                 f"features of dimension {features.shape[1]}) failed: {error}"
             ) from error
-    return model.weights_, model.means_, model.covariances_, model.converged_
+    covariances = model.covariances_
+    smallest = covariances if covariance_type == "diag" else np.linalg.eigvalsh(covariances)
+    if not np.all(smallest > 0):
+        # reg_covar is absolute: next to large local features it can be lost to rounding.
+        raise ValueError(
+            f"The Gaussian mixture of X[{index}] ({features.shape[0]} local features of "
+            f"dimension {features.shape[1]}, up to {np.abs(features).max():.3g} in magnitude) "
+            "has a covariance that is not positive definite: its local features spread too "
+            "little for their size. Scale them (e.g. LocalPCA) or increase reg_covar."
+        )
+    return model.weights_, model.means_, covariances, model.converged_
 
 
 # auto_wrap_output_keys=None: a GaussianMixtures container, which set_output's pandas or polars
@@ -58,8 +68,8 @@ class GMMDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
     Parameters
     ----------
     n_components : int, default=4
-        Number ``K`` of components per image. An image with fewer local features raises a
-        ``ValueError`` naming it.
+        Number ``K`` of components per image. An image with fewer local features (or with
+        a single one: EM needs two) raises a ``ValueError`` naming it.
     covariance_type : {"full", "diag"}, default="full"
         Full covariance matrices or diagonal (per-dimension) variances.
     reg_covar : float, default=1e-6
@@ -164,6 +174,11 @@ class GMMDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
                     f"X[{i}] has {image.shape[0]} local features, fewer than "
                     f"n_components={self.n_components}: a mixture needs at least one local "
                     "feature per component."
+                )
+            if image.shape[0] < 2:
+                raise ValueError(
+                    f"X[{i}] has a single local feature: EM needs at least 2 to fit a "
+                    "Gaussian mixture (drop the image, or give it more local features)."
                 )
         seed = self.random_state
         if isinstance(seed, np.random.RandomState):

@@ -203,6 +203,13 @@ class LocalPCA(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
                 sample.append(local_features(fmap)[positions])
         sample = _normalize_local(np.concatenate(sample, axis=0), self.normalize)
         n_samples = sample.shape[0]
+        if n_samples < 2:
+            # One sample has no variance: PCA's would be NaN, and so would whitened output.
+            raise ValueError(
+                f"LocalPCA needs at least 2 local features (positions) to fit; the feature "
+                f"maps give {n_samples}. Provide more or larger feature maps"
+                + (", or raise max_samples." if self.max_samples is not None else ".")
+            )
 
         n_components = self.n_components
         if n_components is None:

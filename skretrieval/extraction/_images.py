@@ -21,6 +21,20 @@ _COLOUR_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA", "CMYK", "YC
 # Modes whose pixels are not 8-bit: converted through numpy with an explicit range.
 _WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 
+# The EXIF orientation tag, and for each of its values the transpose that shows the photo
+# upright, as PIL.ImageOps.exif_transpose applies it. 1 (or no tag) is upright; 5 to 8 swap
+# width and height.
+_EXIF_ORIENTATION = 0x0112
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
 
 class ImageReadError(ValueError):
     """An image file that cannot be opened or decoded.
@@ -39,11 +53,17 @@ class ImageReadError(ValueError):
         What is wrong, without the position and path.
     """
 
-    def __init__(self, message, *, index, path=None, reason=None):
+    def __init__(self, message, *, index=None, path=None, reason=None):
         super().__init__(message)
         self.index = index
         self.path = path
         self.reason = message if reason is None else reason
+
+    def __reduce__(self):
+        # Rebuilt from the message, then the attributes restored: the error crosses process
+        # boundaries (joblib, dask) intact, also once tblib (imported by dask.distributed) has
+        # replaced the pickling of exceptions that have a custom __init__ but no __reduce__.
+        return type(self), (self.args[0],), self.__dict__
 
 
 class ImageNotFoundError(ImageReadError, FileNotFoundError):
@@ -53,13 +73,14 @@ class ImageNotFoundError(ImageReadError, FileNotFoundError):
 class _Image:
     """One input image: where it comes from and the shape the network will see."""
 
-    __slots__ = ("index", "kind", "source", "shape")
+    __slots__ = ("index", "kind", "orientation", "shape", "source")
 
-    def __init__(self, index, kind, source, shape):
+    def __init__(self, index, kind, source, shape, orientation=1):
         self.index = index
         self.kind = kind  # "path", "pil" or "array"
         self.source = source
-        self.shape = shape  # (height, width) after resizing
+        self.shape = shape  # (height, width) after the EXIF transpose and resizing
+        self.orientation = orientation  # EXIF orientation applied when decoding; 1: none
 
     @property
     def path(self):
@@ -145,14 +166,40 @@ def _read_error(label, reason, index, path):
     return ImageReadError(f"{label} {reason}", index=index, path=path, reason=reason)
 
 
-def _inspect(item, index):
-    """Check one input cheaply (no pixel decoding) and return (kind, source, (height, width))."""
+def _exif_orientation(pil):
+    """The EXIF orientation (1 to 8) of an opened image, from its header; 1 if it has none.
+
+    PNG is the one format whose ``getexif`` may decode the pixels, to look for an EXIF chunk
+    after them: such a late chunk (writers, PIL included, put it before the pixels) is ignored.
+    """
+    if pil.format == "PNG" and "exif" not in pil.info:
+        return 1
+    try:
+        orientation = pil.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # damaged metadata: the pixels may be fine, so take them as stored
+        return 1
+    return orientation if isinstance(orientation, int) and orientation in _UPRIGHT else 1
+
+
+def _upright_size(size, orientation):
+    """``(height, width)`` of a ``(width, height)`` image once its orientation is applied."""
+    width, height = size
+    return (width, height) if orientation >= 5 else (height, width)
+
+
+def _inspect(item, index, exif_transpose=True):
+    """Check one input cheaply (no pixel decoding).
+
+    Returns ``(kind, source, (height, width), orientation)``: the shape once the EXIF
+    orientation is applied (with ``exif_transpose``), and that orientation (1: none).
+    """
     if isinstance(item, (str, os.PathLike)):
         path = os.fspath(item)
         label = f"X[{index}] ({path!r})"
         try:
             with Image.open(path) as image:
                 size, mode = image.size, image.mode
+                orientation = _exif_orientation(image) if exif_transpose else 1
         except FileNotFoundError:
             raise ImageNotFoundError(
                 f"X[{index}]: image file not found: {path!r}.",
@@ -174,12 +221,13 @@ def _inspect(item, index):
             raise ImageReadError(
                 str(exc), index=index, path=path, reason=f"unsupported image mode {mode!r}"
             ) from None
-        return "path", path, (size[1], size[0])
+        return "path", path, _upright_size(size, orientation), orientation
     if isinstance(item, Image.Image):
         _check_mode(item.mode, f"X[{index}]")
-        return "pil", item, (item.size[1], item.size[0])
+        orientation = _exif_orientation(item) if exif_transpose else 1
+        return "pil", item, _upright_size(item.size, orientation), orientation
     if isinstance(item, np.ndarray) and item.dtype != object:
-        return "array", item, _check_array(item, f"X[{index}]")
+        return "array", item, _check_array(item, f"X[{index}]"), 1
     raise TypeError(
         f"X[{index}] has unsupported type {type(item).__name__}: expected a file path (str or "
         "pathlib.Path), a PIL image, or an (H, W) / (H, W, C) numpy array."
@@ -193,25 +241,28 @@ def _resized_shape(height, width, max_size):
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def plan(X, max_size, min_side, backbone):
+def plan(X, max_size, min_side, backbone, *, exif_transpose=True):
     """Check every image of ``X`` and plan its resized shape, without decoding pixels.
 
     Returns one image record per input, in order: ``index``, ``shape`` (height, width after
-    resizing so that the longer side is ``max_size``) and what :func:`prepare_batch` decodes.
-    Raises when a resized side is below ``min_side``, the smallest input of ``backbone``.
+    the EXIF orientation, unless ``exif_transpose=False``, and after resizing so that the
+    longer side is ``max_size``) and what :func:`prepare_batch` decodes. Raises when a resized
+    side is below ``min_side``, the smallest input of ``backbone``.
     """
     images = []
     for index, item in enumerate(as_image_list(X)):
-        kind, source, (height, width) = _inspect(item, index)
+        kind, source, (height, width), orientation = _inspect(item, index, exif_transpose)
         shape = _resized_shape(height, width, max_size)
-        image = _Image(index, kind, source, shape)
+        image = _Image(index, kind, source, shape, orientation)
         if min(shape) < min_side:
-            raise ValueError(
-                f"{image.label} is {shape[0]}x{shape[1]} pixels (height x width) after resizing "
-                f"from {height}x{width} with max_size={max_size}; backbone {backbone!r} needs "
-                f"at least {min_side} pixels on each side (its stride), otherwise the feature "
-                "map is empty or made of padding only."
+            # An ImageReadError, so that an indexer skipping bad files skips this one too.
+            reason = (
+                f"is {shape[0]}x{shape[1]} pixels (height x width) after resizing from "
+                f"{height}x{width} with max_size={max_size}; backbone {backbone!r} needs at "
+                f"least {min_side} pixels on each side (its stride), otherwise the feature map "
+                "is empty or made of padding only."
             )
+            raise _read_error(image.label, reason, index, image.path)
         images.append(image)
     return images
 
@@ -295,6 +346,11 @@ def _load(pil, image):
         ) from None
 
 
+def _upright(pil, orientation):
+    """``pil`` as its EXIF orientation says it is seen (a new image unless it is upright)."""
+    return pil if orientation == 1 else pil.transpose(_UPRIGHT[orientation])
+
+
 def _resize(pil, shape):
     height, width = shape
     if pil.size != (width, height):
@@ -319,7 +375,9 @@ def _decode(image):
         with pil:
             _load(pil, image)
             try:
-                return _resize(_to_8bit_pil(pil, image), image.shape)
+                # Transposed before resizing: the pixels are then exactly those of the
+                # upright photo resized.
+                return _resize(_upright(_to_8bit_pil(pil, image), image.orientation), image.shape)
             except ImageReadError:
                 raise
             except (OSError, ValueError) as exc:  # e.g. 32-bit pixels out of the 16-bit range
@@ -328,7 +386,7 @@ def _decode(image):
     # from two threads at once is not safe.
     with _PIL_LOAD_LOCK:
         _load(image.source, image)
-    return _resize(_to_8bit_pil(image.source, image), image.shape)
+    return _resize(_upright(_to_8bit_pil(image.source, image), image.orientation), image.shape)
 
 
 def _fill(buffer, images):

@@ -418,6 +418,7 @@ register_kernel(
         pairwise=_pairwise_mixture_wasserstein,
         accepts=_is_gaussian_mixtures,
         by_default=False,
+        layout="in a GaussianMixtures set",
     )
 )
 register_kernel(
@@ -429,5 +430,6 @@ register_kernel(
         pairwise=_pairwise_mixture_kl,
         accepts=_is_gaussian_mixtures,
         by_default=False,
+        layout="in a GaussianMixtures set",
     )
 )

@@ -16,7 +16,7 @@ class DistanceKernel:
         The ``metric`` name users pass to :class:`~skretrieval.neighbors.ImageRetriever`.
     descriptor : str
         What the descriptors are, for error messages: ``"vectors"`` (an ``(n, d)`` array),
-        ``"SPD matrices"`` (an ``(n, d, d)`` array), later ``"Gaussian mixtures"``.
+        ``"SPD matrices"`` (an ``(n, d, d)`` array), ``"Gaussian mixtures"``.
     validate : callable
         ``validate(X, name) -> X``; checks the type and values of a descriptor set, raising a
         ``ValueError``/``TypeError`` that names the problem.
@@ -29,7 +29,8 @@ class DistanceKernel:
     accepts : callable or None, default=None
         ``accepts(X) -> bool``, a cheap test of whether ``X`` is of this descriptor type (its
         container and shape, not its values). Used to choose among kernels registered under the
-        same name for different descriptor types; None accepts anything.
+        same name for different descriptor types, and to tell a user who passes another type
+        which metrics it has; None accepts anything.
     prepare_queries : callable or None, default=None
         ``prepare_queries(X, **metric_params) -> state`` for blocks of queries, when they need
         less than the database (e.g. no search index of their own); None uses ``prepare``.
@@ -38,6 +39,9 @@ class DistanceKernel:
         kernels of a dedicated container type (``GaussianMixtures``), which is never ambiguous:
         code that asks for a metric by name alone keeps getting the array kernel it was written
         for, and error messages list such kernels last.
+    layout : str, default=""
+        How a set of these descriptors comes, completing ``descriptor`` in error messages:
+        ``"of shape (n, d)"`` for vectors, ``"in a GaussianMixtures set"``.
     """
 
     name: str
@@ -49,6 +53,7 @@ class DistanceKernel:
     accepts: Callable[[Any], bool] | None = None
     prepare_queries: Callable[..., Any] | None = None
     by_default: bool = True
+    layout: str = ""
 
 
 # metric name -> {descriptor: kernel}, in registration order.
@@ -86,6 +91,26 @@ def get_kernel(metric, X=None):
     Returns
     -------
     kernel : DistanceKernel
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message lists the registered metrics), or an ``X`` that
+        none of the metric's kernels accepts: the message says which descriptor type ``X``
+        is and which metrics that type has.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skretrieval.geometry import get_kernel
+    >>> get_kernel("cosine", np.ones((3, 2))).descriptor
+    'vectors'
+    >>> get_kernel("cosine", np.stack([np.eye(2)] * 3))
+    Traceback (most recent call last):
+    ...
+    ValueError: metric 'cosine' expects vectors; got ndarray of shape (3, 2, 2), read as SPD \
+matrices of shape (n, d, d); the metrics for SPD matrices are 'affine_invariant', 'jeffreys', \
+'kl', 'log_euclidean', 'stein' and 'wasserstein'.
     """
     try:
         kernels = tuple(_KERNELS[metric].values())
@@ -93,19 +118,83 @@ def get_kernel(metric, X=None):
         raise ValueError(
             f"Unknown metric {metric!r}; registered metrics are {registered_metrics()}."
         ) from None
-    if len(kernels) == 1:
-        return kernels[0]
     # Kernels that get_kernel(metric) may return first; dedicated container types last.
     kernels = tuple(sorted(kernels, key=lambda kernel: not kernel.by_default))
-    if X is None and sum(kernel.by_default for kernel in kernels) == 1:
+    if X is not None:
+        return _select_kernel(metric, kernels, X)
+    if len(kernels) == 1 or sum(kernel.by_default for kernel in kernels) == 1:
         return kernels[0]
-    if X is None:
-        raise ValueError(
-            f"Metric {metric!r} is defined for several descriptor types "
-            f"({', '.join(kernel.descriptor for kernel in kernels)}); pass the descriptors as X "
-            "to choose."
+    raise ValueError(
+        f"Metric {metric!r} is defined for several descriptor types "
+        f"({', '.join(kernel.descriptor for kernel in kernels)}); pass the descriptors as X "
+        "to choose."
+    )
+
+
+def metrics_by_descriptor():
+    """``{descriptor: (label, sorted metric names)}`` over the registry, in registration order.
+
+    ``label`` is the descriptor with its layout, e.g. ``"vectors of shape (n, d)"``.
+    """
+    labels, names = {}, {}
+    for name, kernels in _KERNELS.items():
+        for kernel in kernels.values():
+            names.setdefault(kernel.descriptor, set()).add(name)
+            # The first layout given for the descriptor, if any.
+            if labels.get(kernel.descriptor, kernel.descriptor) == kernel.descriptor:
+                labels[kernel.descriptor] = f"{kernel.descriptor} {kernel.layout}".strip()
+    return {descriptor: (labels[descriptor], sorted(names[descriptor])) for descriptor in names}
+
+
+def descriptor_types(X):
+    """The descriptor types that ``X`` is, by the ``accepts`` of the registered kernels.
+
+    Kernels without ``accepts`` take anything and so tell nothing: they are left out.
+    """
+    types = []
+    for kernels in _KERNELS.values():
+        for kernel in kernels.values():
+            if kernel.descriptor in types or kernel.accepts is None:
+                continue
+            try:
+                accepted = kernel.accepts(X)
+            except Exception:  # a test of the container; any failure means "not this type"
+                accepted = False
+            if accepted:
+                types.append(kernel.descriptor)
+    return types
+
+
+def _quoted(names, conjunction="and"):
+    names = [repr(name) for name in names]
+    if len(names) == 1:
+        return names[0]
+    return f"{', '.join(names[:-1])} {conjunction} {names[-1]}"
+
+
+def descriptor_mismatch(metric, expected, X):
+    """The ``ValueError`` for a metric given descriptors of a type it does not take.
+
+    ``expected`` says what the metric takes (e.g. ``"vectors"``); the message says what ``X``
+    is and the metrics for that type, or, for something of no registered type, all types with
+    their metrics.
+    """
+    catalogue = metrics_by_descriptor()
+    types = [kind for kind in descriptor_types(X) if kind in catalogue]
+    message = f"metric {metric!r} expects {expected}; got {describe(X)}"
+    if types:
+        label, names = catalogue[types[0]]
+        return ValueError(
+            f"{message}, read as {label}; the metrics for {types[0]} are {_quoted(names)}."
         )
-    return _select_kernel(metric, kernels, X)
+    listing = "; ".join(f"{label}: {_quoted(names)}" for label, names in catalogue.values())
+    hint = ""
+    if _ndim(X) == 1:
+        hint = " A single vector is X.reshape(1, -1)."
+    return ValueError(
+        f"{message}, which is none of the descriptor types of the registered metrics ("
+        f"{listing}).{hint}"
+    )
 
 
 def describe(X):
@@ -116,13 +205,30 @@ def describe(X):
     return f"a {type(X).__name__}"
 
 
+def _ndim(X):
+    """``X.ndim`` without converting ``X``, or ``np.ndim`` of a nested list; None if neither."""
+    ndim = getattr(X, "ndim", None)
+    if isinstance(ndim, int):
+        return ndim
+    if isinstance(X, (list, tuple)):
+        try:
+            return np.ndim(X)
+        except (ValueError, TypeError):  # ragged
+            return None
+    return None
+
+
+def looks_like_vectors(X):
+    """Whether ``X`` is a 2-D array, table or nested list, whatever its values: vectors."""
+    return _ndim(X) == 2
+
+
 def vectors_hint(X):
     """A hint, for error messages, that a 2-D ``X`` holds vectors; empty otherwise."""
-    try:
-        is_matrix = np.ndim(X) == 2
-    except (ValueError, TypeError):
-        is_matrix = False
-    return " -- vectors go with metric='cosine' or 'euclidean'" if is_matrix else ""
+    if not looks_like_vectors(X):
+        return ""
+    _, names = metrics_by_descriptor().get("vectors", ("", ["cosine", "euclidean"]))
+    return f" -- vectors go with metric={_quoted(names, 'or')}"
 
 
 def _select_kernel(metric, kernels, X):
@@ -130,4 +236,4 @@ def _select_kernel(metric, kernels, X):
         if kernel.accepts is None or kernel.accepts(X):
             return kernel
     expected = " or ".join(kernel.descriptor for kernel in kernels)
-    raise ValueError(f"metric {metric!r} expects {expected}; got {describe(X)}{vectors_hint(X)}.")
+    raise descriptor_mismatch(metric, expected, X)

@@ -358,6 +358,7 @@ def register_spd_kernel(metric, prepare, pairwise, prepare_queries=None):
             pairwise=pairwise,
             accepts=_looks_like_spd,
             prepare_queries=prepare_queries,
+            layout="of shape (n, d, d)",
         )
     )
 

@@ -1,11 +1,14 @@
 """Distances between vectors: cosine and Euclidean, and their kernels."""
 
 import numpy as np
-from sklearn.preprocessing import normalize
 from sklearn.utils.validation import check_array
 
-from skretrieval._utils.linalg import squared_euclidean_distances, squared_row_norms
-from skretrieval.geometry._registry import DistanceKernel, register_kernel
+from skretrieval._utils.linalg import (
+    l2_normalize,
+    scaled_squared_euclidean_distances,
+    squared_row_norms,
+)
+from skretrieval.geometry._registry import DistanceKernel, looks_like_vectors, register_kernel
 
 
 def cosine_distances(Q, D, *, normalized=False):
@@ -30,7 +33,7 @@ def cosine_distances(Q, D, *, normalized=False):
     array([[0., 1.]])
     """
     if not normalized:
-        Q, D = normalize(Q), normalize(D)
+        Q, D = l2_normalize(Q), l2_normalize(D)
     distances = Q @ D.T
     # 1 - s computed in place; clipping removes the rounding that takes s past +-1.
     np.subtract(1, distances, out=distances)
@@ -57,8 +60,14 @@ def euclidean_distances(Q, D, *, D_squared_norms=None):
     >>> euclidean_distances(np.array([[0.0, 0.0]]), np.array([[3.0, 4.0]]))
     array([[5.]])
     """
-    distances = squared_euclidean_distances(Q, D, D_squared_norms=D_squared_norms)
-    return np.sqrt(distances, out=distances)
+    # Scaled, so that distances whose squares leave the dtype's range (float32 data above
+    # about 1e19 or below 1e-19) stay exact.
+    distances, scale = scaled_squared_euclidean_distances(Q, D, D_squared_norms=D_squared_norms)
+    distances = np.sqrt(distances, out=distances)
+    if scale != 1:
+        with np.errstate(over="ignore"):  # inf where the distance does not fit the dtype
+            distances *= scale
+    return distances
 
 
 def _validate_vectors(X, name="X"):
@@ -66,7 +75,7 @@ def _validate_vectors(X, name="X"):
 
 
 def _prepare_cosine(X):
-    return normalize(X)
+    return l2_normalize(X)
 
 
 def _pairwise_cosine(Q, D):
@@ -90,6 +99,8 @@ register_kernel(
         validate=_validate_vectors,
         prepare=_prepare_cosine,
         pairwise=_pairwise_cosine,
+        accepts=looks_like_vectors,
+        layout="of shape (n, d)",
     )
 )
 register_kernel(
@@ -99,5 +110,7 @@ register_kernel(
         validate=_validate_vectors,
         prepare=_prepare_euclidean,
         pairwise=_pairwise_euclidean,
+        accepts=looks_like_vectors,
+        layout="of shape (n, d)",
     )
 )

@@ -14,7 +14,10 @@ Two families of functions live here:
 
 Both families share one vectorised core that computes average precision from relevance flags
 already put in ranked order. :func:`make_retrieval_scorer` wraps the metrics for
-``GridSearchCV(scoring=...)`` and ``cross_val_score(scoring=...)``.
+``GridSearchCV(scoring=...)`` and ``cross_val_score(scoring=...)``; they warn
+(:class:`UndefinedRetrievalMetricWarning`) when queries are left out for want of a database item
+of their label, or when the database holds a single label, as unshuffled folds of data sorted
+by label produce: use ``StratifiedKFold(shuffle=True)``.
 
 Two interpolations of average precision are offered:
 
@@ -44,6 +47,7 @@ from skretrieval.metrics._ranking import (
 from skretrieval.metrics._revisited import evaluate_revisited
 from skretrieval.metrics._scorer import (
     RETRIEVAL_SCORERS,
+    UndefinedRetrievalMetricWarning,
     make_retrieval_scorer,
     map_scorer,
     map_trapezoid_scorer,
@@ -54,6 +58,7 @@ from skretrieval.metrics._scorer import (
 
 __all__ = [
     "RETRIEVAL_SCORERS",
+    "UndefinedRetrievalMetricWarning",
     "average_precision",
     "evaluate_revisited",
     "make_retrieval_scorer",

@@ -1,5 +1,6 @@
 """Scorers for ``GridSearchCV`` and ``cross_val_score``: retrieval metrics of a fitted retriever."""
 
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -12,6 +13,39 @@ from skretrieval.metrics._ranking import (
     precision_at_k,
     recall_at_k,
 )
+
+# The advice of the warnings: with cross-validation, every test fold's classes in its
+# training fold, in the same proportions.
+_FOLDS_ADVICE = (
+    "With cross-validation, use shuffled, stratified folds (e.g. cv=StratifiedKFold("
+    "n_splits, shuffle=True, random_state=0), with y as the labels) so that every class of a "
+    "test fold is in its training fold."
+)
+
+
+class UndefinedRetrievalMetricWarning(UserWarning):
+    """A retrieval score computed on some of the queries only, or unable to rank settings.
+
+    Issued by the scorers of :func:`make_retrieval_scorer` (and
+    :meth:`ImageRetriever.score <skretrieval.neighbors.ImageRetriever.score>`) when queries are
+    left out because no database item shares their label, and when the database holds a
+    single label, so that every query scores 1.0 whatever the parameters. Both happen with
+    unshuffled cross-validation folds of data sorted by label.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from skretrieval.metrics import UndefinedRetrievalMetricWarning
+    >>> from skretrieval.neighbors import ImageRetriever
+    >>> retriever = ImageRetriever().fit([[1.0, 0.0], [0.0, 1.0]], y=[0, 0])
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     retriever.score([[1.0, 0.0]], [0])
+    1.0
+    >>> caught[0].category is UndefinedRetrievalMetricWarning
+    True
+    """
+
 
 _SCORE_FUNCTIONS = {
     "map": mean_average_precision,
@@ -100,8 +134,9 @@ class _RetrievalScorer:
         if n_scored == 0:
             raise ValueError(
                 "no query has a relevant database item (no query label occurs among the "
-                "database labels), so the retrieval score is undefined."
+                "database labels), so the retrieval score is undefined. " + _FOLDS_ADVICE
             )
+        _warn_if_undefined(n_seen, n_scored, database_labels)
         return float(total / n_scored)
 
     def __repr__(self):
@@ -112,6 +147,29 @@ class _RetrievalScorer:
             name = repr(name)
         arguments = [name] + [f"{key}={value!r}" for key, value in self._kwargs.items()]
         return f"make_retrieval_scorer({', '.join(arguments)})"
+
+
+def _warn_if_undefined(n_queries, n_scored, database_labels):
+    """Warn about queries left out of a score, and about a database of a single class."""
+    if n_scored < n_queries:
+        warnings.warn(
+            f"{n_queries - n_scored} of {n_queries} queries have no database item of their "
+            "label and were left out of the retrieval score, which is the mean over the other "
+            f"{n_scored}. {_FOLDS_ADVICE}",
+            UndefinedRetrievalMetricWarning,
+            stacklevel=3,
+        )
+    labels = np.unique(database_labels)
+    if len(labels) == 1:
+        warnings.warn(
+            f"all {len(database_labels)} database items have the same label "
+            f"({labels.tolist()[0]!r}): "
+            "every database item is relevant to every scored query, so the score is 1.0 "
+            "whatever the parameters and a grid search learns nothing. Fit the retriever on "
+            f"several labels. {_FOLDS_ADVICE}",
+            UndefinedRetrievalMetricWarning,
+            stacklevel=3,
+        )
 
 
 @validate_params(

@@ -3,7 +3,8 @@ themselves and their nearest database vectors."""
 
 import numpy as np
 from scipy import sparse
-from sklearn.preprocessing import normalize
+
+from skretrieval._utils.linalg import l2_normalize
 
 
 def aggregate_neighbours(vectors, database, indices, similarities, alpha=None):
@@ -45,7 +46,7 @@ def aggregate_neighbours(vectors, database, indices, similarities, alpha=None):
         (weights.ravel(), indices.ravel(), np.arange(0, n * k + 1, k)),
         shape=(n, database.shape[0]),
     )
-    return normalize(vectors + weight_matrix @ database)
+    return l2_normalize(vectors + weight_matrix @ database)
 
 
 def expanded_search(

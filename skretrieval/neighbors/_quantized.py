@@ -4,9 +4,12 @@ and the asymmetric (ADC) distances, in the retriever's metric."""
 from typing import NamedTuple
 
 import numpy as np
-from sklearn.preprocessing import normalize
 
-from skretrieval._utils.linalg import squared_euclidean_distances, squared_row_norms
+from skretrieval._utils.linalg import (
+    l2_normalize,
+    squared_euclidean_distances,
+    squared_row_norms,
+)
 from skretrieval.neighbors._topk import drop_self
 
 
@@ -31,7 +34,8 @@ def as_float32(X):
 
 def prepare_quantized_queries(X, metric):
     """Queries as the quantizer compares them: float32, unit rows for the cosine metric."""
-    return as_float32(normalize(X) if metric == "cosine" else X)
+    # l2_normalize rather than sklearn's normalize: it does not overflow for huge float32 rows.
+    return as_float32(l2_normalize(np.asarray(X)) if metric == "cosine" else X)
 
 
 def squared_to_metric(squared_distances, metric):

@@ -158,7 +158,8 @@ class SumPooling(_BasePooling):
     center_prior : bool, default=True
         Apply the Gaussian centre prior; ``False`` gives plain sum pooling.
     normalize : bool, default=True
-        L2-normalise each descriptor (an all-zero descriptor stays zero).
+        L2-normalise each descriptor (an all-zero descriptor stays zero). Without it, a sum
+        too large for the dtype is ``inf``.
 
     Attributes
     ----------
@@ -195,7 +196,17 @@ class SumPooling(_BasePooling):
         self.normalize = normalize
 
     def _pool(self, fmaps):
-        return spoc(fmaps, center_prior=self.center_prior)
+        with np.errstate(over="ignore"):
+            descriptors = spoc(fmaps, center_prior=self.center_prior)
+        if self.normalize:
+            # A sum that overflowed (float32 activations near 1e37) has a direction all the
+            # same: pool the map divided by its largest entry, which normalisation undoes.
+            overflowed = ~np.isfinite(descriptors).all(axis=-1)
+            if overflowed.any():
+                maps = fmaps[overflowed]
+                maps = maps / np.abs(maps).max(axis=(-3, -2, -1), keepdims=True)
+                descriptors[overflowed] = spoc(maps, center_prior=self.center_prior)
+        return descriptors
 
 
 class MaxPooling(_BasePooling):
