@@ -24,12 +24,16 @@ What is scored depends on the dataset:
   its label.
 """
 
+import os
 import time
+import warnings
 from pathlib import Path
 
 import joblib
 import numpy as np
 
+import skretrieval
+from skretrieval._utils.files import file_sha256
 from skretrieval.datasets import crop_queries, ground_truth_masks
 from skretrieval.metrics import (
     evaluate_revisited,
@@ -100,7 +104,21 @@ def _queries_are_database(data):
     return data.query_boxes is None and data.query_filenames == data.filenames
 
 
-def _cache_file(cache, cache_tag, data, role, estimator, images, boxes):
+def _descriptor_settings(estimator):
+    """What the estimator (or each step of a pipeline) says makes its descriptors, if it says.
+
+    :meth:`CNNFeatureExtractor.descriptor_settings` knows what the parameters do not tell: the
+    contents of the file that ``weights="imagenet"`` resolves to, the device's precision.
+    """
+    steps = getattr(estimator, "steps", [(None, estimator)])
+    return [
+        sorted(step.descriptor_settings().items())
+        for _, step in steps
+        if hasattr(step, "descriptor_settings")
+    ]
+
+
+def _cache_file(cache, cache_tag, data, role, estimator, images, boxes, cache_key):
     """The file keeping the descriptors of one image list under one estimator."""
     # Every parameter but the progress display changes what the descriptors are or how they
     # are computed (a device's precision, a batch's composition).
@@ -109,10 +127,22 @@ def _cache_file(cache, cache_tag, data, role, estimator, images, boxes):
         for name, value in estimator.get_params(deep=True).items()
         if not name.endswith(("verbose", "progress"))
     }
+    # Weights given as a file: what counts is what the file holds, not its name.
+    weights_files = {
+        name: file_sha256(value)
+        for name, value in params.items()
+        if name.endswith("weights")
+        and isinstance(value, (str, os.PathLike))
+        and os.path.isfile(value)
+    }
     key = {
+        "skretrieval": skretrieval.__version__,
         "dataset": data.name,
         "role": role,
         "estimator": repr(sorted(params.items())),
+        "weights_files": weights_files,
+        "descriptor_settings": repr(_descriptor_settings(estimator)),
+        "cache_key": None if cache_key is None else repr(sorted(dict(cache_key).items())),
         # File paths, or the pixels themselves (joblib hashes array contents).
         "images": [str(image) if isinstance(image, (str, Path)) else image for image in images],
         "boxes": None if boxes is None else np.asarray(boxes, dtype=np.float64),
@@ -120,7 +150,29 @@ def _cache_file(cache, cache_tag, data, role, estimator, images, boxes):
     return Path(cache) / f"{data.name}-{role}-{cache_tag}-{joblib.hash(key)[:16]}.npy"
 
 
-def describe_benchmark(estimator, data, *, fit=True, cache=None, cache_tag=None, verbose=False):
+def _read_cache(path, n_images, role):
+    """The descriptors cached in ``path``, or None (with a warning) when it is unusable."""
+    try:
+        with open(path, "rb") as file:  # closed also when np.load fails
+            descriptors = np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        problem = f"cannot be read ({type(exc).__name__}: {exc})"
+    else:
+        if descriptors.ndim == 2 and descriptors.shape[0] == n_images:
+            return descriptors
+        problem = f"holds an array of shape {descriptors.shape}, not ({n_images}, d)"
+    warnings.warn(
+        f"the cached descriptors {str(path)!r} {problem}; the {role} images are described "
+        "again and the file is rewritten.",
+        UserWarning,
+        stacklevel=4,
+    )
+    return None
+
+
+def describe_benchmark(
+    estimator, data, *, fit=True, cache=None, cache_tag=None, cache_key=None, verbose=False
+):
     """Descriptors of a dataset's database and queries.
 
     Parameters
@@ -139,12 +191,22 @@ def describe_benchmark(estimator, data, *, fit=True, cache=None, cache_tag=None,
         of the same parameters on the same images reads them instead of running the estimator,
         which is then neither fitted nor run. Each image list is one ``.npy`` file named after
         the dataset, the role (``database`` or ``queries``) and ``cache_tag``, written
-        atomically. Meant for estimators whose fit does not depend on the images (a feature
-        extractor, with or without fused pooling); descriptors of random weights differ from
-        run to run and must not be cached.
+        atomically and read without pickle. Its name holds a hash of the skretrieval version,
+        the estimator's parameters (except progress display), the contents of any weights file
+        among them, ``cache_key``, the image files (or pixels) and the query boxes. A file that
+        cannot be read or holds the wrong shape is reported with a warning and rewritten.
+        Only numeric arrays are cached. Meant for estimators whose fit does not depend on the
+        images (a feature extractor,
+        with or without fused pooling); random weights must be seeded (``random_state``).
     cache_tag : str, default=None
         Readable part of the cache file names, e.g. ``"mobilenet_v2-gem-1024"``; None uses the
         estimator's class name.
+    cache_key : dict, default=None
+        Further values that determine the descriptors but are not parameters of the
+        estimator. Not needed for skretrieval's extractor, whose
+        :meth:`~skretrieval.extraction.CNNFeatureExtractor.descriptor_settings` (the contents
+        of the weights file, the device's precision) are part of the key already, also as a
+        step of a pipeline.
     verbose : bool, default=False
         Print, for each image list, whether it was read from the cache or described, and how
         long that took.
@@ -166,13 +228,12 @@ def describe_benchmark(estimator, data, *, fit=True, cache=None, cache_tag=None,
         """Descriptors of ``images()``; ``files`` and ``boxes`` identify them in the cache."""
         path = None
         if cache is not None:
-            path = _cache_file(cache, cache_tag, data, role, estimator, files, boxes)
-            if path.is_file():
-                descriptors = np.load(path)
-                if descriptors.ndim == 2 and descriptors.shape[0] == len(files):
-                    if verbose:
-                        print(f"{role}: {len(files)} descriptors read from the cache {path}")
-                    return descriptors
+            path = _cache_file(cache, cache_tag, data, role, estimator, files, boxes, cache_key)
+            descriptors = _read_cache(path, len(files), role) if path.is_file() else None
+            if descriptors is not None:
+                if verbose:
+                    print(f"{role}: {len(files)} descriptors read from the cache {path}")
+                return descriptors
         start = time.perf_counter()
         if fit and not fitted and role == "database":
             descriptors = estimator.fit_transform(images())
@@ -184,9 +245,9 @@ def describe_benchmark(estimator, data, *, fit=True, cache=None, cache_tag=None,
         if verbose:
             elapsed = time.perf_counter() - start
             print(f"{role}: {len(files)} images described in {elapsed:.1f} s")
-        if path is not None:
+        if path is not None and np.asarray(descriptors).dtype != object:
             with atomic_write(path) as file:
-                np.save(file, np.asarray(descriptors))
+                np.save(file, np.asarray(descriptors), allow_pickle=False)
         return descriptors
 
     database = describe("database", database_inputs(data), None, lambda: database_inputs(data))

@@ -1,5 +1,9 @@
 """Evaluation of a pipeline on a dataset bunch: describe, rank, score."""
 
+import os
+import pickle
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -183,3 +187,84 @@ def test_evaluate_benchmark_on_copies_of_real_photos():
     (row,) = evaluate_benchmark(extractor, data, ks=(1,))
     assert row["protocol"] == "all" and row["n_queries"] == 9
     assert row["mp@1"] >= 2 / 3 and 0.5 <= row["map"] <= 1
+
+
+class _MakesAFolder:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+class _Weighted(_Recorder):
+    """A recorder whose descriptors are scaled by a number read from a "weights" file."""
+
+    def __init__(self, weights=None):
+        self.weights = weights
+
+    def transform(self, X):
+        self.scale = float(Path(self.weights).read_text())
+        return super().transform(X)
+
+
+def test_describe_benchmark_cache_keys_and_damaged_entries(photo_files, tmp_path):
+    cache = tmp_path / "cache"
+    data = _dataset(filenames=photo_files)
+    weights = tmp_path / "weights.txt"
+    weights.write_text("1.0")
+    first, _ = describe_benchmark(_Weighted(str(weights)), data, cache=cache)
+    entries = set(cache.iterdir())
+    # Same parameters, other weights in the same file: another entry, not stale descriptors.
+    weights.write_text("2.0")
+    recorder = _Weighted(str(weights))
+    second, _ = describe_benchmark(recorder, data, cache=cache)
+    assert recorder.calls_ == [6] and len(list(cache.iterdir())) == 2
+    (entry,) = set(cache.iterdir()) - entries
+    np.testing.assert_allclose(second, 2 * first)
+    # What the parameters do not tell (e.g. the device's precision) goes in cache_key.
+    recorder = _Weighted(str(weights))
+    describe_benchmark(recorder, data, cache=cache, cache_key={"precision": "float16"})
+    assert recorder.calls_ == [6] and len(list(cache.iterdir())) == 3
+    recorder = _Weighted(str(weights))
+    describe_benchmark(recorder, data, cache=cache, cache_key={"precision": "float16"})
+    assert not hasattr(recorder, "calls_")
+
+    # A damaged entry is reported, described again and rewritten; never unpickled.
+    marker = tmp_path / "created_by_the_cache_file"
+    planted = pickle.dumps(_MakesAFolder(str(marker)))  # unpickling it would create a folder
+    for damage in (entry.read_bytes()[:60], planted, np.arange(3.0)):
+        if isinstance(damage, bytes):
+            entry.write_bytes(damage)
+        else:
+            np.save(entry, damage)  # readable, but the wrong shape
+        recorder = _Weighted(str(weights))
+        with pytest.warns(UserWarning, match="cached descriptors .* described again"):
+            again, _ = describe_benchmark(recorder, data, cache=cache)
+        assert recorder.calls_ == [6]
+        np.testing.assert_allclose(again, second)
+        np.testing.assert_allclose(np.load(entry), second)
+    assert not marker.exists()
+
+
+class _Precise(_Recorder):
+    """A recorder that, like CNNFeatureExtractor, states settings its parameters do not tell."""
+
+    precision = "float32"
+
+    def descriptor_settings(self):
+        return {"precision": self.precision}
+
+
+def test_describe_benchmark_keys_the_cache_by_the_descriptor_settings(photo_files, tmp_path):
+    from sklearn.pipeline import make_pipeline
+
+    cache = tmp_path / "cache"
+    data = _dataset(filenames=photo_files)
+    for precision, described in [("float32", True), ("float16 autocast", True), ("float32", False)]:
+        recorder = _Precise()
+        recorder.precision = precision
+        # Also when the extractor is a step of a pipeline.
+        describe_benchmark(make_pipeline(recorder), data, cache=cache)
+        assert hasattr(recorder, "calls_") == described
+    assert len(list(cache.iterdir())) == 2

@@ -8,6 +8,7 @@ l2_normalize``), never another module's underscore names:
 - :mod:`~skretrieval._utils.linalg` -- L2 normalisation and squared Euclidean distances, for
   numpy arrays (and torch tensors where said);
 - :mod:`~skretrieval._utils.batching` -- items of equal shape grouped into batches;
+- :mod:`~skretrieval._utils.files` -- the sha256 of a file's contents;
 - :mod:`~skretrieval._utils.devices` -- torch devices, mixed precision and pixel tensors. The
   only torch module here: only :mod:`skretrieval.extraction` and :mod:`skretrieval.learning`
   import it.

@@ -1,12 +1,11 @@
 """``skretrieval evaluate DATASET --root DIR``: mAP of a pipeline on a retrieval benchmark."""
 
 import csv
-import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 
+from skretrieval.cli._errors import CommandError
 from skretrieval.cli._options import (
     POOLING_NAMES,
     POOLINGS,
@@ -70,7 +69,11 @@ def add_parser(commands):
     parser.add_argument("--output", help="CSV file for the results, one row per protocol")
     parser.add_argument(
         "--cache",
-        help="folder keeping the pooled descriptors for later runs (not with --weights none)",
+        help=(
+            "folder keeping the pooled descriptors for later runs, keyed by everything that "
+            "changes them (version, backbone, weights file contents, precision, sizes, pooling, "
+            "images, boxes)"
+        ),
     )
     parser.add_argument(
         "--allow-missing",
@@ -86,7 +89,10 @@ def _load_dataset(name, root, allow_missing):
 
     root = Path(root)
     if not root.is_dir():
-        raise SystemExit(f"error: --root {str(root)!r} is not an existing folder")
+        state = "is a file, not a folder" if root.exists() else "does not exist"
+        raise CommandError(
+            f"--root {str(root)!r} {state}", f"give the folder that holds the {name} files"
+        )
     if name in ("roxford5k", "rparis6k", "oxford5k", "paris6k"):
         # Accept the benchmark's own folder as well as the folder holding it.
         if root.name == name and not (root / name).is_dir():
@@ -128,18 +134,11 @@ def _print_results(rows):
 
 def run(args):
     """Load the benchmark, describe it (or read the cache), score it and print the table."""
-    from skretrieval.datasets import MissingDatasetFilesError
     from skretrieval.evaluation import describe_benchmark, score_benchmark
     from skretrieval.whitening import PCAWhitening
 
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            data = _load_dataset(args.dataset, args.root, args.allow_missing)
-    except (MissingDatasetFilesError, FileNotFoundError, NotADirectoryError, ValueError) as exc:
-        raise SystemExit(f"error: {exc}") from None
-    for warning in caught:
-        print(f"warning: {warning.message}", file=sys.stderr)
+    # Missing files raise errors that say where to put them (one error: line in main).
+    data = _load_dataset(args.dataset, args.root, args.allow_missing)
     crops = data.query_boxes is not None
     n_database = len(data.filenames)
     queries = data.query_filenames if data.query_filenames is not None else data.filenames
@@ -153,12 +152,10 @@ def run(args):
     )
 
     extractor = make_extractor(args, pooling=make_pooling(args.pooling))
-    # Random weights differ from run to run: nothing to reuse.
-    cache = args.cache if args.weights != "none" else None
     database, queries = describe_benchmark(
         extractor,
         data,
-        cache=cache,
+        cache=args.cache,
         cache_tag=f"{args.backbone}-{args.pooling}-{args.max_size}",
         verbose=True,
     )
@@ -168,10 +165,7 @@ def run(args):
         if queries is not None:
             queries = whitening.transform(queries)
         database = whitening.transform(database)
-    try:
-        rows = score_benchmark(data, database, queries, metric=args.metric, ks=_PRECISION_KS)
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    rows = score_benchmark(data, database, queries, metric=args.metric, ks=_PRECISION_KS)
     print()
     _print_results(rows)
     if args.output is not None:

@@ -1,5 +1,7 @@
 """Options and estimators that several subcommands share: the feature extractor, the pooling."""
 
+from skretrieval.cli._errors import positive_int
+
 POOLINGS = ("spoc", "mac", "gem", "rmac")
 POOLING_NAMES = {"spoc": "SPoC", "mac": "MAC", "gem": "GeM", "rmac": "R-MAC"}
 
@@ -17,10 +19,13 @@ def add_extractor_options(parser, *, max_size):
     parser.add_argument(
         "--weights",
         default="imagenet",
-        help="'imagenet', a state-dict file, or 'none' for random weights",
+        help="'imagenet', a state-dict file, or 'none' for random weights (seeded: the same "
+        "on every run)",
     )
-    parser.add_argument("--max-size", type=int, default=max_size, help="longer image side")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--max-size", type=positive_int, default=max_size, help="longer image side"
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'mps', ...")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -37,4 +42,6 @@ def make_extractor(args, pooling=None):
         device=args.device,
         pooling=pooling,
         verbose=not args.quiet,
+        # Random weights drawn alike on every run: an index or a cache of them stays valid.
+        random_state=0,
     )

@@ -111,6 +111,42 @@ def pretrained_state_dict(backbone, weights_enum, progress):
         ) from exc
 
 
+def weights_file(backbone, weights):
+    """The state-dict file that ``weights`` resolve to for ``backbone``, without loading it.
+
+    Parameters
+    ----------
+    backbone : str
+        Name of a torchvision classification model.
+    weights : "imagenet", str, path-like, WeightsEnum member or None
+        Weights as :class:`~skretrieval.extraction.CNNFeatureExtractor` takes them.
+
+    Returns
+    -------
+    path : str or None
+        For torchvision weights (``"imagenet"`` or an enum member): the offline package's file,
+        else the torch hub cache's, as fitting would load them; None when neither exists yet
+        (they would be downloaded) and for random weights (``None``). For a file: its path.
+
+    Examples
+    --------
+    >>> from skretrieval.extraction._weights import weights_file
+    >>> weights_file("mobilenet_v2", None) is None
+    True
+    >>> weights_file("mobilenet_v2", "my_weights.pth")
+    'my_weights.pth'
+    """
+    weights_enum = torchvision_weights(backbone, weights)
+    if weights_enum is None:
+        return None if weights is None else os.fspath(weights)
+    file_name = os.path.basename(weights_enum.url)
+    offline = offline_weights_path(file_name)
+    if offline is not None:
+        return offline
+    cached = _hub_cache_path(file_name)
+    return cached if os.path.isfile(cached) else None
+
+
 def torchvision_weights(backbone, weights):
     """The torchvision weights enum member that ``weights`` names, or None (a file or random)."""
     if isinstance(weights, str) and weights == "imagenet":
