@@ -16,11 +16,13 @@ from skretrieval._utils.deprecation import renamed_parameter, upgrade_renamed_st
 from skretrieval._utils.devices import (
     autocast,
     normalize_pixels,
+    preserved_torch_threads,
     resolve_device,
     uses_channels_last,
 )
 from skretrieval.extraction._images import image_batches, plan, prepare_batch
 from skretrieval.extraction._prefetch import prefetched
+from skretrieval.extraction._settings import descriptor_settings
 from skretrieval.extraction._trunk import check_backbone, fold_batchnorm, make_trunk
 from skretrieval.extraction._weights import build_trunk
 
@@ -100,6 +102,12 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
         Seed of the random initialisation when ``weights=None``. None uses torch's global
         random number generator, as torchvision does; an int or RandomState seeds a private
         generator and leaves the global one untouched. Ignored for other weights.
+    exif_transpose : bool, default=True
+        Show photos (files and PIL images) the way their EXIF orientation tag says, as
+        ``PIL.ImageOps.exif_transpose`` does: phones store a portrait photo as a landscape
+        image plus a tag saying "rotate by 90 degrees", and without it the network sees the
+        photo on its side. False uses the pixels as stored, as torchvision's loaders do (and
+        most published results on datasets such as INRIA Holidays).
     progress : bool
         Former name of ``verbose``.
 
@@ -131,8 +139,9 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
     PIL images and numpy arrays, in a list, a 1-D object array or an ``(n, H, W, C)`` array.
     Grey, grey + alpha, palette, RGBA (alpha dropped), CMYK and other PIL modes are converted to
     RGB. 16-bit images (PIL modes ``"I;16"``, ``"I"``, uint16 arrays) are scaled to 8 bits
-    (65535 -> 255), float arrays must lie in [0, 1], bool arrays map to 0 and 255. EXIF
-    orientation is not applied, as in torchvision's loaders.
+    (65535 -> 255), float arrays must lie in [0, 1], bool arrays map to 0 and 255. The EXIF
+    orientation (all eight values) is read from the file header, without decoding, and applied
+    before resizing: a photo tagged as rotated gives the feature maps of the upright photo.
 
     Pickling stores the trunk's weights (on CPU) and rebuilds the network when loaded, on
     ``device_`` again (``device="auto"`` is resolved anew).
@@ -162,8 +171,12 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
         "n_workers": [Interval(Integral, 0, None, closed="left")],
         "verbose": ["boolean"],
         "random_state": ["random_state"],
+        "exif_transpose": ["boolean"],
         "progress": ["boolean", Hidden(StrOptions({"deprecated"}))],
     }
+
+    # The default for extractors pickled before the parameter existed.
+    exif_transpose = True
 
     def __init__(
         self,
@@ -176,6 +189,7 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
         n_workers=2,
         verbose=True,
         random_state=None,
+        exif_transpose=True,
         progress="deprecated",
     ):
         self.backbone = backbone
@@ -187,6 +201,7 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
         self.n_workers = n_workers
         self.verbose = verbose
         self.random_state = random_state
+        self.exif_transpose = exif_transpose
         self.progress = progress
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -238,7 +253,13 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         verbose = renamed_parameter(self, "progress", "verbose")
-        images = plan(X, self.max_size, self.min_image_size_, self.backbone)
+        images = plan(
+            X,
+            self.max_size,
+            self.min_image_size_,
+            self.backbone,
+            exif_transpose=self.exif_transpose,
+        )
         device = self.device_
         workers_run_network = _workers_run_network(device)
         max_pixels = _CPU_BATCH_PIXELS if device.type == "cpu" else None
@@ -277,55 +298,78 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
         pooling = None if self.pooling is None else clone(self.pooling)
         maps = [None] * len(images)
         descriptors = None
-        try:
-            with (
-                tqdm(
-                    total=len(images),
-                    disable=not verbose,
-                    desc=type(self).__name__,
-                    unit="img",
-                ) as progress_bar,
-                stages as results,
-            ):
-                for batch, result in results:
-                    batch_maps = list(result if workers_run_network else forward(result))
-                    indices = [image.index for image in batch]
-                    if pooling is None:
-                        for index, fmap in zip(indices, batch_maps, strict=True):
-                            maps[index] = fmap
-                    elif descriptors is None:
-                        pooled = np.asarray(pooling.fit_transform(batch_maps))
-                        descriptors = np.empty((len(images), pooled.shape[1]), pooled.dtype)
-                        descriptors[indices] = pooled
-                    else:
-                        descriptors[indices] = pooling.transform(batch_maps)
-                    progress_bar.update(len(batch))
-        finally:
-            # torch.set_num_threads in the workers also changed the default that threads
-            # started later inherit: put it back.
-            torch.set_num_threads(n_threads)
+        # The workers' torch.set_num_threads also changes the default of threads started
+        # later: every count is put back however the loop ends (an unreadable image, Ctrl-C).
+        with (
+            preserved_torch_threads(),
+            tqdm(
+                total=len(images),
+                disable=not verbose,
+                desc=type(self).__name__,
+                unit="img",
+            ) as progress_bar,
+            stages as results,
+        ):
+            for batch, result in results:
+                batch_maps = list(result if workers_run_network else forward(result))
+                indices = [image.index for image in batch]
+                if pooling is None:
+                    for index, fmap in zip(indices, batch_maps, strict=True):
+                        maps[index] = fmap
+                elif descriptors is None:
+                    pooled = np.asarray(pooling.fit_transform(batch_maps))
+                    descriptors = np.empty((len(images), pooled.shape[1]), pooled.dtype)
+                    descriptors[indices] = pooled
+                else:
+                    descriptors[indices] = pooling.transform(batch_maps)
+                progress_bar.update(len(batch))
         return maps if pooling is None else descriptors
 
+    def descriptor_settings(self):
+        """The settings that make this extractor's descriptors what they are, as strings.
+
+        Two extractors with equal settings give the same descriptors (up to float rounding),
+        so an index, a checkpoint or a descriptor cache made with one can be reused with the
+        other: :mod:`skretrieval.indexing` and :func:`skretrieval.evaluation.describe_benchmark`
+        record and compare them.
+
+        Returns
+        -------
+        settings : dict of str to str
+            The skretrieval version; every parameter except those that only change speed or
+            display (``batch_size``, ``n_workers``, ``device``, ``verbose``); the pooling with
+            its parameters; the weights as the sha256 of the state-dict file they resolve to
+            (for ``"imagenet"``: the offline package's file or the torch hub cache's), or, for
+            random weights, the seed and the torch version; the device's precision
+            (``"float16 autocast"`` on CUDA and MPS, else ``"float32"``).
+
+        Examples
+        --------
+        >>> extractor = CNNFeatureExtractor(weights=None, random_state=0, device="cpu")
+        >>> extractor.descriptor_settings()["precision"]
+        'float32'
+        """
+        return descriptor_settings(self)
+
     def __getstate__(self):
-        state = dict(super().__getstate__())  # a copy: object.__getstate__ returns __dict__
-        model = state.pop("model_", None)
-        if model is not None:
-            # Weights only, on CPU: loadable without the device, and independent of how
-            # torch.fx pickles generated code.
-            state["_model_state"] = {
-                key: value.detach().cpu() for key, value in model.state_dict().items()
-            }
-        return state
+        from skretrieval.extraction._state import portable_state
+
+        # Weights only, as numpy arrays on CPU: loadable without the device, without pickle
+        # (skretrieval.persistence), and independent of how torch.fx pickles generated code.
+        return portable_state(super().__getstate__(), {"model_": "_model_state"})
 
     def __setstate__(self, state):
+        from skretrieval.extraction._state import as_tensors, restore_parameters
+
         model_state = state.pop("_model_state", None)
-        super().__setstate__(upgrade_renamed_state(state, {"progress": "verbose"}))
+        state = restore_parameters(upgrade_renamed_state(state, {"progress": "verbose"}))
+        super().__setstate__(state)
         if model_state is not None:
             self.device_ = resolve_device(self.device)
             trunk, _, _ = make_trunk(self.backbone, self._build_kwargs)
             with torch.no_grad():
                 fold_batchnorm(trunk)
-            trunk.load_state_dict(model_state, assign=True)
+            trunk.load_state_dict(as_tensors(model_state), assign=True)
             self.model_ = _finalize(trunk, self.device_)
 
     def __sklearn_tags__(self):

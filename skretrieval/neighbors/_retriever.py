@@ -9,8 +9,10 @@ from sklearn.utils import check_consistent_length
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+import skretrieval.neighbors._distributed as dask_database
 from skretrieval._utils.validation import is_integer
 from skretrieval.geometry import get_kernel
+from skretrieval.geometry._registry import descriptor_mismatch, descriptor_types
 from skretrieval.metrics import map_scorer
 from skretrieval.neighbors._expansion import aggregate_neighbours, expanded_search
 from skretrieval.neighbors._quantized import (
@@ -219,7 +221,8 @@ class ImageRetriever(BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features), or another descriptor set
-            The database descriptors, of the type the metric expects.
+            The database descriptors, of the type the metric expects. A ``dask.array`` of
+            vectors stays on its Dask cluster, searched where it lies (docs/scaling_out.md).
         y : array-like of shape (n_samples,), default=None
             Labels of the database items (e.g. the object or scene shown), needed by
             :meth:`score`.
@@ -229,9 +232,18 @@ class ImageRetriever(BaseEstimator):
         self : ImageRetriever
             The fitted retriever.
         """
+        if dask_database.is_dask_array(X):
+            dask_database.check_distributed_metric(self.metric)
         self._kernel = get_kernel(self.metric, X)
         # Before any fitted attribute is set, so that a bad combination leaves no half fit.
         self._check_quantizer_option()
+        if dask_database.is_dask_array(X):
+            # The database stays on the cluster, block by block (neighbors/_distributed.py).
+            self._check_expansion_options(X.shape[0])
+            database = dask_database.fit_distributed(self, self._kernel, X, y)
+            self.n_samples_fit_, self.y_ = database.n_samples, database.y
+            self.quantizer_, self._fit_X, self._fit_state = database.quantizer, None, database
+            return self
         X = self._validate_descriptors(X, reset=True)
         n_samples = self._kernel.n_samples(X)
         self._check_expansion_options(n_samples)
@@ -307,10 +319,15 @@ class ImageRetriever(BaseEstimator):
         return aggregate_neighbours(database, database, indices, 1 - distances, self.dba_alpha)
 
     def _validate_descriptors(self, X, *, reset):
-        if self._kernel.descriptor == "vectors":
+        kernel = self._kernel
+        if kernel.descriptor == "vectors":
+            if kernel.accepts is not None and not kernel.accepts(X) and descriptor_types(X):
+                # Queries of another registered type (SPD matrices, mixtures): say so, rather
+                # than what converting them to a 2-D float array breaks on.
+                raise descriptor_mismatch(self.metric, kernel.descriptor, X)
             # Records n_features_in_ (and feature names) at fit, checks them afterwards.
             return validate_data(self, X, dtype=[np.float64, np.float32], reset=reset)
-        return self._kernel.validate(X, "X")
+        return kernel.validate(X, "X")
 
     def distance_blocks(self, X=None):
         """Yield ``(start, stop, distances)`` for consecutive blocks of queries.
@@ -354,6 +371,10 @@ class ImageRetriever(BaseEstimator):
         0 2 [[inf, 5.0], [5.0, inf]]
         """
         check_is_fitted(self)
+        if isinstance(getattr(self, "_fit_state", None), dask_database.DistributedDatabase):
+            queries = None if X is None else self._validate_descriptors(X, reset=False)
+            yield from self._fit_state.distance_blocks(self, queries)
+            return
         exclude_self = X is None
         quantizer = getattr(self, "quantizer_", None)
         if quantizer is None:
@@ -377,6 +398,9 @@ class ImageRetriever(BaseEstimator):
         Exact search by blocks of queries (tiled over the database for vectors), or the
         quantizer's own top-k search; query expansion included, ``X=None`` leave-one-out.
         """
+        if isinstance(getattr(self, "_fit_state", None), dask_database.DistributedDatabase):
+            queries = None if X is None else self._validate_descriptors(X, reset=False)
+            return self._fit_state.kneighbors(self, queries, n_neighbors)
         if getattr(self, "quantizer_", None) is not None:
             return self._quantized_kneighbors(X, n_neighbors)
         queries = self._fit_X if X is None else self._validate_descriptors(X, reset=False)
@@ -520,7 +544,8 @@ class ImageRetriever(BaseEstimator):
         """Mean average precision of the queries ``X`` against the database.
 
         A database item is relevant to a query when their labels are equal. Queries with no
-        relevant item in the database are left out of the mean. Step interpolation, as
+        relevant item in the database are left out of the mean, with an
+        :class:`~skretrieval.metrics.UndefinedRetrievalMetricWarning`. Step interpolation, as
         :func:`sklearn.metrics.average_precision_score`.
 
         Parameters
@@ -536,6 +561,30 @@ class ImageRetriever(BaseEstimator):
             Mean average precision in ``[0, 1]``.
         """
         return map_scorer(self, X, y)
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        if state.get("_kernel") is not None:
+            # By name, not its functions: a saved file holds no reference to code, and the
+            # loading process looks the kernel up in its own registry.
+            state["_kernel"] = (state["_kernel"].name, state["_kernel"].descriptor)
+        return state
+
+    def __setstate__(self, state):
+        if isinstance(state.get("_kernel"), tuple | list):
+            (metric, descriptor), fit_X = map(str, state["_kernel"]), state.get("_fit_X")
+            try:  # with the database, as fit chose: descriptor types may share a name
+                kernel = get_kernel(metric) if fit_X is None else get_kernel(metric, fit_X)
+            except ValueError:
+                kernel = None
+            if kernel is None or kernel.descriptor != descriptor:
+                raise ValueError(
+                    f"The saved ImageRetriever uses metric {metric!r} on {descriptor}, which is "
+                    "not registered in this process; register its kernel with "
+                    "skretrieval.geometry.register_kernel before loading."
+                )
+            state = {**state, "_kernel": kernel}
+        super().__setstate__(state)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
