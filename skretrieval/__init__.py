@@ -11,11 +11,16 @@ Modules, one concept each:
   query expansion, database-side augmentation and product quantisation
 - :mod:`skretrieval.quantization` -- :class:`ProductQuantizer`, PQ and IVF-PQ (faiss)
 - :mod:`skretrieval.learning` -- learned embeddings and end-to-end fine-tuning (torch)
-- :mod:`skretrieval.persistence` -- atomic, versioned ``save`` and ``load``
+- :mod:`skretrieval.persistence` -- ``save`` and ``load`` on skops: atomic, versioned, and
+  loading never runs code from the file
 - :mod:`skretrieval.metrics` -- average precision, mAP, P@k, the UKBench N-S score and scorers
   for ``GridSearchCV``
 - :mod:`skretrieval.datasets` -- benchmark loaders and a Copydays-style generator, one schema
 - :mod:`skretrieval.evaluation` -- a pipeline described, ranked and scored on a dataset
+- :mod:`skretrieval.indexing` -- the index of a folder: resumable, incremental, skipping and
+  listing unreadable files
+- :mod:`skretrieval.distributed` -- extraction and search on a Dask cluster
+- :mod:`skretrieval.exceptions` -- errors that several modules raise (unreadable images)
 - :mod:`skretrieval.plotting` -- retrieval grids and precision-recall curves
 - :mod:`skretrieval.cli` -- the ``skretrieval`` command line
 

@@ -171,7 +171,15 @@ def _read_cache(path, n_images, role):
 
 
 def describe_benchmark(
-    estimator, data, *, fit=True, cache=None, cache_tag=None, cache_key=None, verbose=False
+    estimator,
+    data,
+    *,
+    fit=True,
+    cache=None,
+    cache_tag=None,
+    cache_key=None,
+    client=None,
+    verbose=False,
 ):
     """Descriptors of a dataset's database and queries.
 
@@ -207,6 +215,13 @@ def describe_benchmark(
         :meth:`~skretrieval.extraction.CNNFeatureExtractor.descriptor_settings` (the contents
         of the weights file, the device's precision) are part of the key already, also as a
         step of a pipeline.
+    client : distributed.Client, default=None
+        A Dask cluster to describe the image files on, with
+        :func:`skretrieval.distributed.transform` (the workers must read the files under the
+        same paths). The estimator must then be fitted (``fit=False``) or fit without images,
+        as :class:`~skretrieval.extraction.CNNFeatureExtractor` does (``fit=True`` calls
+        ``estimator.fit()``). Images held in memory, such as queries cropped to their boxes,
+        are described in this process.
     verbose : bool, default=False
         Print, for each image list, whether it was read from the cache or described, and how
         long that took.
@@ -235,12 +250,20 @@ def describe_benchmark(
                     print(f"{role}: {len(files)} descriptors read from the cache {path}")
                 return descriptors
         start = time.perf_counter()
-        if fit and not fitted and role == "database":
-            descriptors = estimator.fit_transform(images())
+        inputs = images()
+        if client is not None and all(isinstance(x, (str, os.PathLike)) for x in inputs):
+            if fit and not fitted:
+                _fit_without_images(estimator)
+            descriptors = _describe_on_cluster(estimator, inputs, client)
+        elif fit and not fitted and role == "database":
+            descriptors = estimator.fit_transform(inputs)
         else:
             if fit and not fitted:
-                estimator.fit(database_inputs(data))
-            descriptors = estimator.transform(images())
+                if client is not None:
+                    _fit_without_images(estimator)
+                else:
+                    estimator.fit(database_inputs(data))
+            descriptors = estimator.transform(inputs)
         fitted.append(True)
         if verbose:
             elapsed = time.perf_counter() - start
@@ -259,6 +282,23 @@ def describe_benchmark(
         "queries", data.query_filenames, data.query_boxes, lambda: query_inputs(data)
     )
     return database, queries
+
+
+def _fit_without_images(estimator):
+    try:
+        estimator.fit()
+    except TypeError:
+        raise ValueError(
+            f"with a Dask client, the estimator is fitted without images, which "
+            f"{type(estimator).__name__} cannot do (its fit needs data): fit it first and "
+            "pass fit=False."
+        ) from None
+
+
+def _describe_on_cluster(estimator, files, client):
+    from skretrieval.distributed import transform
+
+    return transform(estimator, files, client=client, output="numpy").descriptors
 
 
 def score_benchmark(data, database, queries=None, *, metric="cosine", ks=(1, 5, 10)):

@@ -10,6 +10,8 @@ from skretrieval.cli._options import (
     POOLING_NAMES,
     POOLINGS,
     add_extractor_options,
+    add_scheduler_option,
+    dask_client,
     make_extractor,
     make_pooling,
 )
@@ -66,6 +68,7 @@ def add_parser(commands):
     )
     parser.add_argument("--metric", choices=("cosine", "euclidean"), default="cosine")
     add_extractor_options(parser, max_size=1024)
+    add_scheduler_option(parser)
     parser.add_argument("--output", help="CSV file for the results, one row per protocol")
     parser.add_argument(
         "--cache",
@@ -152,13 +155,15 @@ def run(args):
     )
 
     extractor = make_extractor(args, pooling=make_pooling(args.pooling))
-    database, queries = describe_benchmark(
-        extractor,
-        data,
-        cache=args.cache,
-        cache_tag=f"{args.backbone}-{args.pooling}-{args.max_size}",
-        verbose=True,
-    )
+    with dask_client(args.scheduler) as client:
+        database, queries = describe_benchmark(
+            extractor,
+            data,
+            cache=args.cache,
+            cache_tag=f"{args.backbone}-{args.pooling}-{args.max_size}",
+            client=client,
+            verbose=True,
+        )
     if args.whitening == "pca":
         # Learned on the database images (no separate training set): an optimistic setting.
         whitening = PCAWhitening().fit(database)

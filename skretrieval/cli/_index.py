@@ -3,7 +3,14 @@
 from pathlib import Path
 
 from skretrieval.cli._errors import CommandError, positive_int
-from skretrieval.cli._options import POOLINGS, add_extractor_options, make_extractor, make_pooling
+from skretrieval.cli._options import (
+    POOLINGS,
+    add_extractor_options,
+    add_scheduler_option,
+    dask_client,
+    make_extractor,
+    make_pooling,
+)
 
 
 def add_parser(commands):
@@ -40,6 +47,7 @@ def add_parser(commands):
         action="store_true",
         help="describe every image again, replacing an index made with other settings",
     )
+    add_scheduler_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -96,15 +104,17 @@ def run(args):
     _check_folder(args.folder)
     extractor = make_extractor(args, pooling=make_pooling(args.pooling))
     try:
-        report = build_index(
-            args.folder,
-            args.output,
-            extractor,
-            on_error="raise" if args.strict else "skip",
-            checkpoint_every=args.checkpoint_every,
-            rebuild=args.rebuild,
-            verbose=not args.quiet,
-        )
+        with dask_client(args.scheduler) as client:
+            report = build_index(
+                args.folder,
+                args.output,
+                extractor,
+                on_error="raise" if args.strict else "skip",
+                checkpoint_every=args.checkpoint_every,
+                rebuild=args.rebuild,
+                client=client,
+                verbose=not args.quiet,
+            )
     except ImageReadError as exc:
         raise CommandError(
             f"cannot read {exc.path}: {exc.reason}",

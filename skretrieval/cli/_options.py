@@ -1,6 +1,9 @@
-"""Options and estimators that several subcommands share: the feature extractor, the pooling."""
+"""Options and estimators that several subcommands share: the feature extractor, the pooling,
+the Dask scheduler."""
 
-from skretrieval.cli._errors import positive_int
+from contextlib import contextmanager
+
+from skretrieval.cli._errors import CommandError, positive_int
 
 POOLINGS = ("spoc", "mac", "gem", "rmac")
 POOLING_NAMES = {"spoc": "SPoC", "mac": "MAC", "gem": "GeM", "rmac": "R-MAC"}
@@ -45,3 +48,39 @@ def make_extractor(args, pooling=None):
         # Random weights drawn alike on every run: an index or a cache of them stays valid.
         random_state=0,
     )
+
+
+def add_scheduler_option(parser):
+    """``--scheduler ADDRESS``: describe the images on the workers of a running Dask cluster."""
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="address of a running Dask scheduler (e.g. tcp://host:8786): the images are "
+        "described on its workers, which must read them under the same paths (needs the "
+        "'distributed' extra); without it, in this process",
+    )
+
+
+@contextmanager
+def dask_client(address):
+    """A client of the scheduler at ``address``, closed on exit; None without an address."""
+    if address is None:
+        yield None
+        return
+    try:
+        from distributed import Client
+    except ImportError:
+        raise CommandError(
+            "--scheduler needs dask.distributed, which is not installed",
+            'install the extra: pip install "scikit-retrieval[distributed]"',
+        ) from None
+    try:
+        client = Client(address, timeout=10)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise CommandError(
+            f"cannot reach the Dask scheduler at {address!r} ({exc})",
+            "check the address, or start a scheduler ('dask scheduler') and workers "
+            "('dask worker ADDRESS')",
+        ) from None
+    with client:
+        yield client

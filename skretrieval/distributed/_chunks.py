@@ -2,13 +2,13 @@
 images raised or skipped, the result kept or written to the store."""
 
 import pickle
-import sys
 import threading
 import weakref
 
 import numpy as np
 
 from skretrieval.distributed._store import write_chunk
+from skretrieval.exceptions import ImageReadError
 
 # Per worker process: the fitted estimator as it arrived -> its copy placed on this worker's
 # device, built once and reused by every chunk of the job.
@@ -60,15 +60,9 @@ def on_this_worker(estimator):
 
 
 def _read_error(exc, n_images):
-    """Whether ``exc`` is an unreadable image of the list given to ``transform``.
-
-    The extractor can only have raised an ``ImageReadError`` if it is imported: no need to load
-    torch on workers running other estimators.
-    """
-    extraction = sys.modules.get("skretrieval.extraction")
+    """Whether ``exc`` is an unreadable image of the list given to ``transform``."""
     return (
-        extraction is not None
-        and isinstance(exc, extraction.ImageReadError)
+        isinstance(exc, ImageReadError)
         and isinstance(exc.index, int)
         and 0 <= exc.index < n_images
     )

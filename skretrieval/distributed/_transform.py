@@ -12,6 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from skretrieval.distributed._chunks import chunk_descriptors, chunk_summary, run_chunk
 from skretrieval.distributed._store import DescriptorStore, write_chunk
+from skretrieval.exceptions import ImageNotFoundError, ImageReadError, NoReadableImageError
 from skretrieval.neighbors._distributed import current_client, import_dask
 
 
@@ -127,8 +128,6 @@ def _image_paths(images):
 
 
 def _image_error(index, path, reason, not_found):
-    from skretrieval.extraction import ImageNotFoundError, ImageReadError
-
     error = ImageNotFoundError if not_found else ImageReadError
     return error(
         f"images[{index}] ({path!r}): {reason}. Pass on_error='skip' to skip unreadable images "
@@ -140,12 +139,11 @@ def _image_error(index, path, reason, not_found):
 
 
 def _no_image_read(paths, errors):
-    reasons = "; ".join(
-        f"images[{index}] ({paths[index]!r}): {reason}"
-        for index, reason in enumerate(errors)
-        if reason
+    skipped = [(index, paths[index], reason) for index, reason in enumerate(errors) if reason]
+    reasons = "; ".join(f"images[{index}] ({path!r}): {reason}" for index, path, reason in skipped)
+    return NoReadableImageError(
+        f"None of the {len(paths)} images could be read: {reasons[:2000]}", skipped=skipped
     )
-    return ValueError(f"None of the {len(paths)} images could be read: {reasons[:2000]}")
 
 
 def _run(runner, chunks, on_error, store=None):

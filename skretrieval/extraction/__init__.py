@@ -27,7 +27,7 @@ batches), ``_trunk`` (cutting the network, folding batch normalisation, probing 
 ``_extractor`` (the estimator).
 """
 
+from skretrieval.exceptions import ImageNotFoundError, ImageReadError
 from skretrieval.extraction._extractor import CNNFeatureExtractor
-from skretrieval.extraction._images import ImageNotFoundError, ImageReadError
 
 __all__ = ["CNNFeatureExtractor", "ImageNotFoundError", "ImageReadError"]

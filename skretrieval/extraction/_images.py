@@ -11,6 +11,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from skretrieval._utils.batching import batches_by_shape
+from skretrieval.exceptions import ImageNotFoundError, ImageReadError
 
 # Serialises the decoding of the caller's (possibly lazy, possibly repeated) PIL images.
 _PIL_LOAD_LOCK = threading.Lock()
@@ -34,40 +35,6 @@ _UPRIGHT = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-
-
-class ImageReadError(ValueError):
-    """An image file that cannot be opened or decoded.
-
-    Raised by :meth:`CNNFeatureExtractor.transform` for a missing, unreadable, non-image,
-    truncated or corrupt file (or a PIL image whose data cannot be decoded), with the position
-    and the path of the image, so that a caller indexing many files can skip and report it.
-
-    Attributes
-    ----------
-    index : int
-        Position of the image in ``X``.
-    path : str or None
-        The file, or None for an in-memory image.
-    reason : str
-        What is wrong, without the position and path.
-    """
-
-    def __init__(self, message, *, index=None, path=None, reason=None):
-        super().__init__(message)
-        self.index = index
-        self.path = path
-        self.reason = message if reason is None else reason
-
-    def __reduce__(self):
-        # Rebuilt from the message, then the attributes restored: the error crosses process
-        # boundaries (joblib, dask) intact, also once tblib (imported by dask.distributed) has
-        # replaced the pickling of exceptions that have a custom __init__ but no __reduce__.
-        return type(self), (self.args[0],), self.__dict__
-
-
-class ImageNotFoundError(ImageReadError, FileNotFoundError):
-    """An image file that does not exist (also a :class:`FileNotFoundError`)."""
 
 
 class _Image:

@@ -11,6 +11,7 @@ from sklearn.base import clone
 from sklearn.utils import Bunch
 from tqdm.auto import tqdm
 
+from skretrieval.exceptions import NoReadableImageError
 from skretrieval.extraction import CNNFeatureExtractor, ImageNotFoundError, ImageReadError
 from skretrieval.indexing._checkpoint import Checkpoint, Entry, partial_folder
 from skretrieval.indexing._files import check_output, list_paths, write_skipped
@@ -124,6 +125,17 @@ def _stat_files(paths, on_error):
     return stats, skipped
 
 
+def _cannot_index(error, path, position):
+    """The error of ``on_error="raise"``: the image error, with the file and the remedy."""
+    return type(error)(
+        f"cannot index {path!r}: {error.reason}. Fix or remove the file, or pass "
+        "on_error='skip' to skip unreadable images.",
+        index=position,
+        path=path,
+        reason=error.reason,
+    )
+
+
 def _describe(model, paths, positions, on_error):
     """Descriptors of ``paths`` (None for an unreadable file) and the reasons of those skipped.
 
@@ -138,13 +150,7 @@ def _describe(model, paths, positions, on_error):
         except ImageReadError as exc:
             position = remaining.pop(exc.index)
             if on_error == "raise":
-                raise type(exc)(
-                    f"cannot index {paths[position]!r}: {exc.reason}. Fix or remove the file, or "
-                    "pass on_error='skip' to skip unreadable images.",
-                    index=positions[position],
-                    path=paths[position],
-                    reason=exc.reason,
-                ) from None
+                raise _cannot_index(exc, paths[position], positions[position]) from None
             reasons[position] = exc.reason
             continue
         for position, row in zip(remaining, rows, strict=True):
@@ -194,6 +200,7 @@ def build_index(
     on_error="raise",
     checkpoint_every=500,
     rebuild=False,
+    client=None,
     verbose=True,
 ):
     """Describe images and save a search index; resumable, incremental, skipping bad files.
@@ -233,6 +240,12 @@ def build_index(
         size, skretrieval version, device precision): updating such an index raises
         :class:`IndexUpdateError`. A checkpoint made with other settings is never reused (a
         warning says so); one made with the same settings is, also with ``rebuild=True``.
+    client : distributed.Client, default=None
+        A Dask cluster to describe the images on (see :func:`skretrieval.distributed.transform`):
+        each checkpoint chunk is split among the workers, which must read the files under the
+        same paths. Checkpoints, updates and skipped files work as without one; the settings
+        record that the workers' devices made the descriptors, so such an index is updated
+        or resumed with a cluster again (or rebuilt). None describes them in this process.
     verbose : bool, default=True
         Show a progress bar.
 
@@ -303,6 +316,9 @@ def build_index(
     stats, skipped = _stat_files(paths, on_error)
     model = clone(extractor).set_params(verbose=False).fit()
     settings = model.descriptor_settings()
+    if client is not None:
+        # Each worker runs on its own device (a GPU's float16 autocast, or a CPU's float32).
+        settings["precision"] = "the devices of the cluster's workers"
     previous = {} if rebuild else _previous_entries(output, settings)
     checkpoint = Checkpoint(checkpoint_folder, settings)
     checkpoint.check_writable()
@@ -329,6 +345,7 @@ def build_index(
     n_described = _describe_all(
         model, todo, stats, entries, skipped, checkpoint, on_error, checkpoint_every, verbose,
         positions={path: position for position, path in enumerate(paths)},
+        client=client,
     )
     skipped.sort()
     if not entries:
@@ -371,7 +388,17 @@ def build_index(
 
 
 def _describe_all(
-    model, todo, stats, entries, skipped, checkpoint, on_error, checkpoint_every, verbose, positions
+    model,
+    todo,
+    stats,
+    entries,
+    skipped,
+    checkpoint,
+    on_error,
+    checkpoint_every,
+    verbose,
+    positions,
+    client=None,
 ):
     """Describe ``todo`` piece by piece into ``entries``, checkpointing every chunk."""
     piece = min(checkpoint_every, max(_MIN_PIECE, 4 * model.batch_size))
@@ -380,11 +407,17 @@ def _describe_all(
         try:
             for chunk_start in range(0, len(todo), checkpoint_every):
                 chunk = todo[chunk_start : chunk_start + checkpoint_every]
-                for start in range(0, len(chunk), piece):
-                    paths = chunk[start : start + piece]
-                    descriptors, reasons = _describe(
-                        model, paths, [positions[path] for path in paths], on_error
-                    )
+                # On a cluster, the workers share a whole chunk, a piece each.
+                step = len(chunk) if client is not None else piece
+                for start in range(0, len(chunk), step):
+                    paths = chunk[start : start + step]
+                    path_positions = [positions[path] for path in paths]
+                    if client is None:
+                        descriptors, reasons = _describe(model, paths, path_positions, on_error)
+                    else:
+                        descriptors, reasons = _describe_on_cluster(
+                            model, paths, path_positions, on_error, client, piece
+                        )
                     for path, descriptor, reason in zip(paths, descriptors, reasons, strict=True):
                         entry = Entry(*stats[path], descriptor, reason)
                         chunk_paths.append(path)
@@ -402,6 +435,30 @@ def _describe_all(
             if chunk_paths:
                 checkpoint.write(chunk_paths, chunk_entries)
     return n_described
+
+
+def _describe_on_cluster(model, paths, positions, on_error, client, piece):
+    """:func:`_describe` on the workers of ``client``, ``piece`` images per task."""
+    from skretrieval.distributed import transform
+
+    try:
+        result = transform(
+            model, paths, client=client, chunk_size=piece, on_error=on_error, output="numpy"
+        )
+    except ImageReadError as exc:
+        raise _cannot_index(exc, paths[exc.index], positions[exc.index]) from None
+    except NoReadableImageError as exc:  # every image of this piece is unreadable: all skipped
+        reasons = [None] * len(paths)
+        for index, _, reason in exc.skipped:
+            reasons[index] = reason
+        return [None] * len(paths), reasons
+    reasons = [None] * len(paths)
+    for index, _, reason in result.skipped:
+        reasons[index] = reason
+    descriptors = [
+        row if valid else None for row, valid in zip(result.descriptors, result.valid, strict=True)
+    ]
+    return descriptors, reasons
 
 
 def load_index(path, **load_kwargs):
