@@ -385,6 +385,120 @@ def _thread_counts_after_an_error(tmp_path):
     assert torch.get_num_threads() == before
 
 
+# --------------------------------------------------------------------------------------------
+# The command line
+# --------------------------------------------------------------------------------------------
+
+_FAST = ["--weights", "none", "--max-size", "48", "--quiet"]
+
+
+def _one_error_line(capsys, argv, *fragments):
+    from skretrieval.cli import main
+
+    assert main(argv) != 0
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def _photo_folder(tmp_path, n=3):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(n):
+        Image.fromarray(_rgb(seed=i)).save(folder / f"photo{i}.jpg")
+    return folder
+
+
+def _cli_broken_files_in_a_folder(tmp_path, capsys):
+    from skretrieval.cli import main
+    from skretrieval.indexing import load_index
+
+    folder = _photo_folder(tmp_path)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
+    output = tmp_path / "photos.index"
+    assert main(["index", str(folder), "-o", str(output), *_FAST]) == 0
+    assert "Skipped 1 files" in capsys.readouterr().out
+    assert len(load_index(output).paths) == 3
+    assert "broken.jpg" in (tmp_path / "photos.index.skipped.tsv").read_text()
+    _one_error_line(
+        capsys, ["index", str(folder), "-o", str(output), "--strict", "--rebuild", *_FAST],
+        "broken.jpg",
+    )
+
+
+def _cli_missing_folder(tmp_path, capsys):
+    _one_error_line(
+        capsys, ["index", str(tmp_path / "nowhere"), "-o", str(tmp_path / "x"), *_FAST],
+        "nowhere", "does not exist",
+    )
+
+
+def _cli_unwritable_output(tmp_path, capsys):
+    folder = _photo_folder(tmp_path)
+    taken = tmp_path / "taken"
+    taken.mkdir()  # a folder where the index file should go
+    _one_error_line(capsys, ["index", str(folder), "-o", str(taken), *_FAST], "taken")
+
+
+def _cli_corrupt_index(tmp_path, capsys):
+    index = tmp_path / "photos.index"
+    index.write_bytes(b"\x89skretrieval garbage")
+    query = _saved(tmp_path, "query.jpg", Image.fromarray(_rgb()))
+    _one_error_line(capsys, ["search", str(index), query], "photos.index")
+
+
+def _cli_bad_k(tmp_path, capsys):
+    for k in ("0", "-3"):
+        _one_error_line(capsys, ["search", "any.index", "query.jpg", "-k", k], "positive integer")
+
+
+def _cli_unreadable_query(tmp_path, capsys):
+    from skretrieval.cli import main
+
+    folder = _photo_folder(tmp_path)
+    output = tmp_path / "photos.index"
+    assert main(["index", str(folder), "-o", str(output), *_FAST]) == 0
+    query = tmp_path / "query.jpg"
+    query.write_text("not an image")
+    capsys.readouterr()
+    _one_error_line(capsys, ["search", str(output), str(query)], "query.jpg")
+
+
+def _killed_indexing_resumes(tmp_path):
+    from skretrieval.extraction import CNNFeatureExtractor as Extractor
+    from skretrieval.indexing import build_index, load_index
+
+    folder = _photo_folder(tmp_path, n=6)
+    extractor = Extractor(weights=None, random_state=0, max_size=48, pooling=GeMPooling())
+    clean = build_index(folder, tmp_path / "clean.index", extractor, verbose=False)
+    # A crash after the first checkpoint: the next run reads it instead of describing again.
+    calls = []
+    original = Extractor.transform
+
+    def crash_after_two_chunks(self, X):
+        calls.append(len(X))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, X)
+
+    monkeypatch = pytest.MonkeyPatch()
+    with monkeypatch.context() as patch:
+        patch.setattr(Extractor, "transform", crash_after_two_chunks)
+        with pytest.raises(KeyboardInterrupt):
+            build_index(folder, tmp_path / "run.index", extractor, checkpoint_every=2,
+                        verbose=False)
+    resumed = build_index(folder, tmp_path / "run.index", extractor, checkpoint_every=2,
+                          verbose=False)
+    assert (resumed.n_resumed, resumed.n_described) == (2, 4)
+    np.testing.assert_allclose(
+        load_index(tmp_path / "run.index").descriptors,
+        load_index(clean.output).descriptors,
+        rtol=0,
+        atol=1e-6,
+    )
+
+
 class _Payload:
     """Unpickling this object would create ``marker``: code run from a file."""
 
@@ -624,17 +738,73 @@ CASES = [
         "torch's thread count is restored, as on success",
         _thread_counts_after_an_error,
     ),
+    Case(
+        "Command line",
+        "Broken files in the folder given to `skretrieval index`",
+        "Skipped, counted, listed in `INDEX.skipped.tsv`; `--strict`: one `error:` line",
+        _cli_broken_files_in_a_folder,
+    ),
+    Case(
+        "Command line",
+        "`skretrieval index` killed in the middle",
+        "Started again, it resumes from its last checkpoint; the index equals a clean run's",
+        _killed_indexing_resumes,
+    ),
+    Case(
+        "Command line",
+        "A folder that does not exist",
+        "One `error:` line naming it, before any work",
+        _cli_missing_folder,
+    ),
+    Case(
+        "Command line",
+        "An output that cannot be written (a folder, a read-only place)",
+        "One `error:` line naming it, before any image is described",
+        _cli_unwritable_output,
+    ),
+    Case(
+        "Command line",
+        "A corrupt index given to `skretrieval search`",
+        "One `error:` line naming the file",
+        _cli_corrupt_index,
+    ),
+    Case(
+        "Command line",
+        "`-k 0` or a negative `-k`",
+        "One `error:` line: a positive integer is expected",
+        _cli_bad_k,
+    ),
+    Case(
+        "Command line",
+        "A query image that cannot be read",
+        "One `error:` line naming the image",
+        _cli_unreadable_query,
+    ),
 ]
+
+# Grouped by area on the docs page, in this order.
+AREAS = [
+    "Image files",
+    "Image arrays",
+    "Arrays",
+    "Local features",
+    "Search",
+    "Scoring",
+    "Saved files",
+    "Benchmark files",
+    "Command line",
+    "Process",
+]
+CASES.sort(key=lambda case: AREAS.index(case.area))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.area}: {c.case}" for c in CASES])
-def test_case(case, tmp_path, monkeypatch):
+def test_case(case, tmp_path, monkeypatch, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        if "monkeypatch" in case.check.__code__.co_varnames[: case.check.__code__.co_argcount]:
-            case.check(tmp_path, monkeypatch)
-        else:
-            case.check(tmp_path)
+        fixtures = {"monkeypatch": monkeypatch, "capsys": capsys}
+        names = case.check.__code__.co_varnames[1 : case.check.__code__.co_argcount]
+        case.check(tmp_path, *(fixtures[name] for name in names))
 
 
 def _docs_rows():
