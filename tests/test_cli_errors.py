@@ -221,3 +221,45 @@ def test_evaluate_argument_errors(tmp_path, capsys):
     assert "required" in line
     one_error(capsys, ["evaluate", "folder", "--root", str(tmp_path / "no")], "'", "not exist")
     one_error(capsys, ["evaluate", "imagenet", "--root", str(tmp_path)], "invalid choice", status=2)
+
+
+# --- crafted files: no code runs ------------------------------------------------------------
+
+
+class _CreatesAFile:
+    """Unpickling this object would create ``path``: code run from a file."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_crafted_index_runs_no_code(indexed, tmp_path, capsys):
+    import pickle
+
+    from skretrieval.persistence import save
+
+    marker = tmp_path / "payload-ran"
+    query = str(next(indexed[0].iterdir()))
+    crafted = tmp_path / "crafted.index"
+    crafted.write_bytes(pickle.dumps({"retriever": _CreatesAFile(marker)}))
+    one_error(capsys, ["search", str(crafted), query], "crafted.index", "--allow-pickle")
+    # The skops format: a type outside skretrieval and scikit-learn is refused, not built.
+    save({"extractor": _CreatesAFile(marker), "retriever": None, "paths": []}, crafted)
+    one_error(capsys, ["search", str(crafted), query], "crafted.index", "_CreatesAFile")
+    assert not marker.exists()
+
+
+def test_a_crafted_ground_truth_runs_no_code(tmp_path, capsys):
+    import pickle
+
+    marker = tmp_path / "payload-ran"
+    folder = tmp_path / "rparis6k"
+    (folder / "jpg").mkdir(parents=True)
+    (folder / "gnd_rparis6k.pkl").write_bytes(pickle.dumps(_CreatesAFile(marker)))
+    one_error(
+        capsys, ["evaluate", "rparis6k", "--root", str(tmp_path), *FAST], "gnd_rparis6k.pkl"
+    )
+    assert not marker.exists()
