@@ -373,3 +373,76 @@ def test_grid_search_tunes_the_expansion():
     )
     assert search.best_params_ != {"dba_neighbors": None, "query_expansion": None}
     assert max(scores.values()) > scores[(None, None)]
+
+
+# --- SPD matrices: average query expansion with the metric's Riemannian mean ------------------
+
+
+def _pyriemann_mean(stack, metric):
+    try:
+        from pyriemann.geometry.mean import gmean
+    except ImportError:  # older pyriemann
+        from pyriemann.utils.mean import mean_covariance as gmean
+    return gmean(stack, metric=metric)
+
+
+def _spd(n, d, seed):
+    A = np.random.default_rng(seed).normal(size=(n, d, d))
+    return A @ A.transpose(0, 2, 1) + 0.5 * np.eye(d)
+
+
+def _rows(retriever, X):
+    return np.concatenate([block for _, _, block in retriever.distance_blocks(X)])
+
+
+@pytest.mark.parametrize(
+    "metric, mean",
+    [
+        ("affine_invariant", "riemann"),
+        ("log_euclidean", "logeuclid"),
+        ("stein", "logdet"),
+        ("wasserstein", "wasserstein"),
+        ("jeffreys", "kullback_sym"),
+        ("kl", "harmonic"),
+    ],
+)
+@pytest.mark.parametrize("leave_one_out", [False, True])
+def test_spd_average_expansion_is_pyriemanns_mean(metric, mean, leave_one_out):
+    database, queries = _spd(20, 3, 0), _spd(4, 3, 1)
+    k = 3
+    X = None if leave_one_out else queries
+    plain = ImageRetriever(metric=metric).fit(database)
+    first = plain.kneighbors(X, n_neighbors=k, return_distance=False)
+    raw = database if leave_one_out else queries
+    means = np.stack(
+        [
+            _pyriemann_mean(np.concatenate([raw[i][None], database[first[i]]]), mean)
+            for i in range(len(raw))
+        ]
+    )
+    expected = _rows(plain, means)
+    if leave_one_out:
+        np.fill_diagonal(expected, np.inf)
+    retriever = ImageRetriever(metric=metric, query_expansion="average", qe_neighbors=k)
+    retriever.fit(database)
+    np.testing.assert_allclose(_rows(retriever, X), expected, rtol=1e-6, atol=1e-9)
+    n = len(database) - leave_one_out
+    np.testing.assert_array_equal(
+        retriever.kneighbors(X, n_neighbors=n)[1], np.argsort(expected, axis=1)[:, :n]
+    )
+    # The expansion moves the queries.
+    assert not np.allclose(_rows(retriever, X), _rows(plain, X))
+
+
+def test_spd_expansion_errors_are_clear():
+    spd = _spd(6, 2, 0)
+    with pytest.raises(ValueError, match="on SPD matrices use query_expansion='average'"):
+        ImageRetriever(metric="affine_invariant", query_expansion="alpha").fit(spd)
+    with pytest.raises(ValueError, match="dba_neighbors=2 needs metric='cosine'"):
+        ImageRetriever(metric="log_euclidean", dba_neighbors=2).fit(spd)
+    from skretrieval.descriptors import GaussianMixtures
+
+    mixtures = GaussianMixtures(np.full((4, 1), 1.0), np.zeros((4, 1, 2)), spd[:4, None])
+    with pytest.raises(ValueError, match="query_expansion='average' needs metric='cosine'.*"
+                       "got metric='wasserstein' on Gaussian mixtures"):
+        ImageRetriever(metric="wasserstein", query_expansion="average").fit(mixtures)

@@ -246,6 +246,12 @@ def _check_options(retriever):
             "database (DBA rewrites every block from neighbours in all the others); fit on an "
             "in-memory array (X.compute()), or set dba_neighbors=None."
         )
+    if getattr(retriever, "rerank", None) is not None:
+        raise ValueError(
+            f"rerank={retriever.rerank!r} is not supported with a dask array database (it "
+            "re-ranks full distance rows with a graph of the whole database); fit on an "
+            "in-memory array (X.compute()), or set rerank=None."
+        )
 
 
 def _validated(X):

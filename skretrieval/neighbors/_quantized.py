@@ -10,6 +10,7 @@ from skretrieval._utils.linalg import (
     squared_euclidean_distances,
     squared_row_norms,
 )
+from skretrieval.neighbors._expansion import expanded_search
 from skretrieval.neighbors._topk import drop_self
 
 
@@ -87,3 +88,32 @@ def decode_neighbours(quantizer, indices):
     unique, positions = np.unique(indices, return_inverse=True)
     vectors = as_float32(quantizer.inverse_transform(quantizer.codes_[unique]))
     return vectors, positions.reshape(indices.shape)
+
+
+def quantized_search(retriever, queries, n_neighbors):
+    """Top ``n_neighbors`` from the quantizer's table-based search, with query expansion.
+
+    The flow of exact search (``expanded_search``), with the quantizer's top-k search in
+    place of exact distances: search, expand with the decoded neighbours, search again.
+    ``queries`` are validated, or None to query the decoded database leave-one-out.
+    """
+    quantizer = retriever.quantizer_
+    exclude_self = queries is None
+    if exclude_self:
+        queries = quantizer.inverse_transform(quantizer.codes_)
+
+    def search(queries, k):
+        return quantized_kneighbors(
+            quantizer, as_float32(queries), k, retriever.metric, exclude_self=exclude_self
+        )
+
+    expansion = retriever.query_expansion
+    return expanded_search(
+        prepare_quantized_queries(queries, retriever.metric),
+        lambda queries: search(queries, n_neighbors),
+        first_search=search,
+        # Decode only the neighbours, renumbered 0..n_unique-1 for the weighted sum.
+        neighbour_vectors=lambda indices: decode_neighbours(quantizer, indices),
+        n_expansion=None if expansion is None else retriever.qe_neighbors,
+        alpha=retriever.qe_alpha if expansion == "alpha" else None,
+    )

@@ -1,5 +1,6 @@
 """The :class:`ImageRetriever` estimator: fit, exact and quantised search, scoring."""
 
+from functools import partial
 from numbers import Integral, Real
 
 import numpy as np
@@ -14,15 +15,18 @@ from skretrieval._utils.validation import is_integer
 from skretrieval.geometry import get_kernel
 from skretrieval.geometry._registry import descriptor_mismatch, descriptor_types
 from skretrieval.metrics import map_scorer
-from skretrieval.neighbors._expansion import aggregate_neighbours, expanded_search
-from skretrieval.neighbors._quantized import (
-    as_float32,
-    decode_neighbours,
-    prepare_quantized_queries,
-    quantized_kneighbors,
-    reconstruction_state,
+from skretrieval.neighbors._expansion import aggregate_neighbours
+from skretrieval.neighbors._options import (
+    check_expansion_options,
+    check_quantizer_option,
+    check_rerank_options,
+    is_spd_expansion,
 )
+from skretrieval.neighbors._quantized import quantized_search, reconstruction_state
+from skretrieval.neighbors._reranking import fit_reranker, rerank_blocks
+from skretrieval.neighbors._riemannian import riemannian_expansion
 from skretrieval.neighbors._search import search_blocks
+from skretrieval.neighbors._state import kernel_by_name, kernel_from_registry
 from skretrieval.neighbors._topk import concatenate_top_k
 
 
@@ -63,14 +67,20 @@ class ImageRetriever(BaseEstimator):
         :func:`joblib.parallel_backend` context; ``-1`` means all processors. The matrix
         products themselves already use all cores through BLAS.
     query_expansion : {"average", "alpha"}, default=None
-        Query expansion, for ``metric="cosine"`` only: each query ``q`` (unit norm) is searched
+        Query expansion, for ``metric="cosine"`` (and ``"average"`` for SPD metrics, below):
+        each query ``q`` (unit norm) is searched
         once, replaced by ``q' = L2-normalise(q + sum_{i=1..k} w_i x_i)`` over its ``k =
         qe_neighbors`` nearest database vectors ``x_i``, and searched again; the distances
         returned are those of ``q'``. ``"average"``: ``w_i = 1`` (average query expansion,
         AQE; Chum et al., "Total recall", ICCV 2007). ``"alpha"``: ``w_i = (x_i^T q)^alpha``
         with ``alpha = qe_alpha`` (alpha-QE; Radenovic, Tolias and Chum, "Fine-tuning CNN image
         retrieval with no human annotation", TPAMI 2019); a negative similarity gets weight 0.
-        The query itself has weight 1 in both. None searches once.
+        The query itself has weight 1 in both. None searches once. On SPD matrices
+        (``"affine_invariant"``, ``"log_euclidean"``, ``"stein"``, ``"wasserstein"``,
+        ``"jeffreys"``, ``"kl"``) ``"average"`` replaces the query by the mean of itself and its
+        ``k`` nearest database matrices in the metric's own geometry (pyriemann's
+        ``mean_covariance`` with ``"riemann"``, ``"logeuclid"``, ``"logdet"``,
+        ``"wasserstein"``, ``"kullback_sym"``, ``"harmonic"`` respectively).
     qe_neighbors : int, default=2
         Number ``k`` of top-ranked database vectors a query is expanded with.
     qe_alpha : float, default=3.0
@@ -92,6 +102,38 @@ class ImageRetriever(BaseEstimator):
         ``"euclidean"`` only. It is cloned at ``fit``, so its parameters can be tuned as
         ``quantizer__n_subquantizers`` and so on. None searches the uncompressed database
         exactly.
+    rerank : {"diffusion", "k_reciprocal"}, default=None
+        Re-ranking of every query's full distance row with the database's neighbourhood graph
+        (built at ``fit``; not with a ``quantizer`` or a dask array database), after query
+        expansion. The distances returned are the re-ranked ones, smaller is closer.
+        ``"diffusion"`` (``metric="cosine"`` only; Iscen, Tolias, Avrithis, Furon and Chum,
+        "Efficient diffusion on region manifolds", CVPR 2017): the affinity ``W_ij = s_ij **
+        diffusion_gamma`` (``s`` the cosine similarity, negative as 0) links mutual
+        ``rerank_neighbors``-nearest database items, ``S = D^-1/2 W D^-1/2``; the query's ``y``
+        holds ``s ** diffusion_gamma`` at its ``rerank_neighbors`` nearest items, ``(I -
+        diffusion_alpha S) f = y`` is solved by conjugate gradient (batched over the queries)
+        and the distance is ``1 - f / max(f)``: 0 for the top item, 1 for the items the
+        diffusion does not reach (in database order). ``"k_reciprocal"`` (any metric; Zhong,
+        Zheng, Cao and Li, "Re-ranking person re-identification with k-reciprocal encoding",
+        CVPR 2017): ``R(p, k)`` holds those of the ``k = rerank_neighbors`` nearest items of
+        ``p`` that have ``p`` among their own ``k`` nearest (a database item counts itself);
+        ``R*(p, k)`` adds each ``R(q, ceil(k/2))``, ``q`` in ``R(p, k)``, sharing at least 2/3
+        of its items with ``R(p, k)``; ``V_p`` holds ``exp(-d(p, g))`` on ``R*(p, k)`` and is
+        averaged with the ``V`` of the ``reciprocal_expansion - 1`` nearest items of ``p``;
+        the distance is ``(1 - reciprocal_lambda) d_J + reciprocal_lambda d``, ``d_J`` the
+        Jaccard distance ``1 - sum min(V_p, V_g) / sum max(V_p, V_g)``. None does not re-rank.
+    rerank_neighbors : int, default=20
+        The ``k`` of the re-ranking graphs: diffusion's k-NN graph and query vector, and the
+        ``k1`` of k-reciprocal re-ranking.
+    diffusion_alpha : float, default=0.99
+        The ``alpha`` of diffusion, in ``[0, 1)``: how far the scores spread along the graph.
+    diffusion_gamma : float, default=3.0
+        Exponent of the similarities in the affinities of diffusion.
+    reciprocal_expansion : int, default=6
+        The ``k2`` of k-reciprocal re-ranking: ``V`` is averaged over an item and its
+        ``k2 - 1`` nearest; 1 disables the local expansion.
+    reciprocal_lambda : float, default=0.3
+        Weight of the original distance in the k-reciprocal distance, in ``[0, 1]``.
 
     Attributes
     ----------
@@ -112,7 +154,9 @@ class ImageRetriever(BaseEstimator):
     :mod:`skretrieval.metrics` -- because they all run the same search of query blocks.
 
     ``kneighbors(X=None)`` queries each database item as it was given to ``fit`` (not its
-    DBA-augmented version) and leaves it out of its own result list. With query expansion it
+    DBA-augmented version) and leaves it out of its own result list. With ``rerank`` it is
+    then a new query at distance ``+inf`` from its own item, which the database graph (built
+    once at ``fit``) still holds. With query expansion it
     is also left out of its own *first* search, so the expanded query is the item (weight 1)
     plus its ``qe_neighbors`` nearest *other* items: the item is neither counted twice nor
     spends one of the ``k`` expansion slots on itself. ``kneighbors(X_fit)`` differs: there
@@ -186,6 +230,12 @@ class ImageRetriever(BaseEstimator):
         "dba_neighbors": [Interval(Integral, 1, None, closed="left"), None],
         "dba_alpha": [Interval(Real, 0, None, closed="left"), None],
         "quantizer": [HasMethods(["fit", "kneighbors", "inverse_transform"]), None],
+        "rerank": [StrOptions({"diffusion", "k_reciprocal"}), None],
+        "rerank_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "diffusion_alpha": [Interval(Real, 0, 1, closed="left")],
+        "diffusion_gamma": [Interval(Real, 0, None, closed="neither")],
+        "reciprocal_expansion": [Interval(Integral, 1, None, closed="left")],
+        "reciprocal_lambda": [Interval(Real, 0, 1, closed="both")],
     }
 
     def __init__(
@@ -201,6 +251,12 @@ class ImageRetriever(BaseEstimator):
         dba_neighbors=None,
         dba_alpha=None,
         quantizer=None,
+        rerank=None,
+        rerank_neighbors=20,
+        diffusion_alpha=0.99,
+        diffusion_gamma=3.0,
+        reciprocal_expansion=6,
+        reciprocal_lambda=0.3,
     ):
         self.n_neighbors = n_neighbors
         self.metric = metric
@@ -212,6 +268,12 @@ class ImageRetriever(BaseEstimator):
         self.dba_neighbors = dba_neighbors
         self.dba_alpha = dba_alpha
         self.quantizer = quantizer
+        self.rerank = rerank
+        self.rerank_neighbors = rerank_neighbors
+        self.diffusion_alpha = diffusion_alpha
+        self.diffusion_gamma = diffusion_gamma
+        self.reciprocal_expansion = reciprocal_expansion
+        self.reciprocal_lambda = reciprocal_lambda
 
     # False: the quantizer's own parameters are validated when its clone is fitted.
     @_fit_context(prefer_skip_nested_validation=False)
@@ -236,17 +298,18 @@ class ImageRetriever(BaseEstimator):
             dask_database.check_distributed_metric(self.metric)
         self._kernel = get_kernel(self.metric, X)
         # Before any fitted attribute is set, so that a bad combination leaves no half fit.
-        self._check_quantizer_option()
+        check_quantizer_option(self, self._kernel)
         if dask_database.is_dask_array(X):
             # The database stays on the cluster, block by block (neighbors/_distributed.py).
-            self._check_expansion_options(X.shape[0])
+            check_expansion_options(self, self._kernel, X.shape[0])
             database = dask_database.fit_distributed(self, self._kernel, X, y)
             self.n_samples_fit_, self.y_ = database.n_samples, database.y
             self.quantizer_, self._fit_X, self._fit_state = database.quantizer, None, database
             return self
         X = self._validate_descriptors(X, reset=True)
         n_samples = self._kernel.n_samples(X)
-        self._check_expansion_options(n_samples)
+        check_expansion_options(self, self._kernel, n_samples)
+        check_rerank_options(self, self._kernel, n_samples)
         if y is not None:
             y = np.asarray(y)
             if y.ndim != 1:
@@ -257,6 +320,11 @@ class ImageRetriever(BaseEstimator):
         fit_state = self._kernel.prepare(X, **(self.metric_params or {}))
         if self.dba_neighbors is not None:
             fit_state = self._augment_database(X, fit_state, n_samples)
+        # The graph of the database as searched (DBA applied: its unit rows are the queries).
+        rows = partial(self._search_blocks, fit_state if self.dba_neighbors else X, fit_state)
+        reranker = fit_reranker(
+            self, partial(rows, exclude_self=True, n_database=n_samples), n_samples
+        )
         quantizer = None
         if self.quantizer is not None:
             # The database as searched: unit rows for cosine, DBA applied. The quantizer's
@@ -267,6 +335,7 @@ class ImageRetriever(BaseEstimator):
         self.n_samples_fit_ = n_samples
         self.y_ = y
         self.quantizer_ = quantizer
+        self._reranker = reranker
         if quantizer is None:
             self._fit_X = X
             self._fit_state = fit_state
@@ -274,40 +343,6 @@ class ImageRetriever(BaseEstimator):
             # The point of compression: no float copy of the database is kept.
             self._fit_X = self._fit_state = None
         return self
-
-    def _check_quantizer_option(self):
-        """Product quantisation compares vectors by Euclidean distance: vector metrics only."""
-        is_vectors = self._kernel.descriptor == "vectors" and self.metric in (
-            "cosine",
-            "euclidean",
-        )
-        if self.quantizer is not None and not is_vectors:
-            raise ValueError(
-                f"quantizer={self.quantizer!r} needs metric='cosine' or 'euclidean' (product "
-                f"quantisation approximates Euclidean distances between vectors); got "
-                f"metric={self.metric!r} on {self._kernel.descriptor}."
-            )
-
-    def _check_expansion_options(self, n_samples):
-        """Query expansion and DBA average unit vectors: they need the cosine kernel."""
-        is_cosine = self._kernel.name == "cosine" and self._kernel.descriptor == "vectors"
-        for name in ("query_expansion", "dba_neighbors"):
-            value = getattr(self, name)
-            if value is not None and not is_cosine:
-                raise ValueError(
-                    f"{name}={value!r} needs metric='cosine' (it averages L2-normalised "
-                    f"vectors); got metric={self.metric!r} on {self._kernel.descriptor}."
-                )
-        checked = {"dba_neighbors": self.dba_neighbors}
-        if self.query_expansion is not None:
-            checked["qe_neighbors"] = self.qe_neighbors
-        for name, value in checked.items():
-            # Leave-one-out search (and DBA) must find `value` items other than the query.
-            if value is not None and value > n_samples - 1:
-                raise ValueError(
-                    f"{name}={value} needs at least {value + 1} database items (the neighbours "
-                    f"plus the item itself); the database has n_samples={n_samples}."
-                )
 
     def _augment_database(self, X, database, n_samples):
         """Database-side augmentation: one leave-one-out kNN of the database, one weighted sum."""
@@ -385,12 +420,14 @@ class ImageRetriever(BaseEstimator):
             queries = database_state.vectors
         if not exclude_self:
             queries = self._validate_descriptors(X, reset=False)
-        yield from self._search_blocks(
+        blocks = self._search_blocks(
             queries,
             database_state,
             exclude_self=exclude_self,
             expand=self.query_expansion is not None,
         )
+        reranker = getattr(self, "_reranker", None)
+        yield from blocks if reranker is None else rerank_blocks(reranker, blocks)
 
     def _search(self, X, n_neighbors):
         """``(distances, indices)`` of the ``n_neighbors`` nearest database items of each query.
@@ -402,17 +439,21 @@ class ImageRetriever(BaseEstimator):
             queries = None if X is None else self._validate_descriptors(X, reset=False)
             return self._fit_state.kneighbors(self, queries, n_neighbors)
         if getattr(self, "quantizer_", None) is not None:
-            return self._quantized_kneighbors(X, n_neighbors)
+            queries = None if X is None else self._validate_descriptors(X, reset=False)
+            return quantized_search(self, queries, n_neighbors)
         queries = self._fit_X if X is None else self._validate_descriptors(X, reset=False)
-        return concatenate_top_k(
-            self._search_blocks(
-                queries,
-                self._fit_state,
-                exclude_self=X is None,
-                expand=self.query_expansion is not None,
-                n_neighbors=n_neighbors,
-            )
+        reranker = getattr(self, "_reranker", None)
+        blocks = self._search_blocks(
+            queries,
+            self._fit_state,
+            exclude_self=X is None,
+            expand=self.query_expansion is not None,
+            # Re-ranking needs the full rows, then keeps the top n_neighbors of the new ones.
+            n_neighbors=n_neighbors if reranker is None else None,
         )
+        if reranker is not None:
+            blocks = rerank_blocks(reranker, blocks, n_neighbors)
+        return concatenate_top_k(blocks)
 
     def _search_blocks(
         self,
@@ -433,6 +474,11 @@ class ImageRetriever(BaseEstimator):
         ``(start, stop, distances, indices)`` of the ``n_neighbors`` nearest only, tiled over
         the database for vectors.
         """
+        expand_queries = None
+        if expand and is_spd_expansion(self, self._kernel):
+            expand_queries = partial(
+                riemannian_expansion, database=self._fit_X, metric=self._kernel.name
+            )
         yield from search_blocks(
             self._kernel,
             queries,
@@ -445,6 +491,7 @@ class ImageRetriever(BaseEstimator):
             n_neighbors=n_neighbors,
             n_expansion=self.qe_neighbors if expand else None,
             alpha=self.qe_alpha if self.query_expansion == "alpha" else None,
+            expand_queries=expand_queries,
         )
 
     def kneighbors(self, X=None, n_neighbors=None, return_distance=True):
@@ -485,34 +532,6 @@ class ImageRetriever(BaseEstimator):
             )
         distances, indices = self._search(X, n_neighbors)
         return (distances, indices) if return_distance else indices
-
-    def _quantized_kneighbors(self, X, n_neighbors):
-        """Top ``n_neighbors`` from the quantizer's table-based search, with query expansion.
-
-        The flow of exact search (``expanded_search``), with the quantizer's top-k search in
-        place of exact distances: search, expand with the decoded neighbours, search again.
-        """
-        quantizer = self.quantizer_
-        exclude_self = X is None
-        if exclude_self:
-            queries = quantizer.inverse_transform(quantizer.codes_)
-        else:
-            queries = self._validate_descriptors(X, reset=False)
-
-        def search(queries, k):
-            return quantized_kneighbors(
-                quantizer, as_float32(queries), k, self.metric, exclude_self=exclude_self
-            )
-
-        return expanded_search(
-            prepare_quantized_queries(queries, self.metric),
-            lambda queries: search(queries, n_neighbors),
-            first_search=search,
-            # Decode only the neighbours, renumbered 0..n_unique-1 for the weighted sum.
-            neighbour_vectors=lambda indices: decode_neighbours(quantizer, indices),
-            n_expansion=None if self.query_expansion is None else self.qe_neighbors,
-            alpha=self.qe_alpha if self.query_expansion == "alpha" else None,
-        )
 
     def kneighbors_graph(self, X=None, n_neighbors=None, mode="connectivity"):
         """Sparse graph of the nearest database items of each query.
@@ -563,28 +582,11 @@ class ImageRetriever(BaseEstimator):
         return map_scorer(self, X, y)
 
     def __getstate__(self):
-        state = dict(super().__getstate__())
-        if state.get("_kernel") is not None:
-            # By name, not its functions: a saved file holds no reference to code, and the
-            # loading process looks the kernel up in its own registry.
-            state["_kernel"] = (state["_kernel"].name, state["_kernel"].descriptor)
-        return state
+        # The kernel by name, not its functions: a saved file holds no reference to code.
+        return kernel_by_name(dict(super().__getstate__()))
 
     def __setstate__(self, state):
-        if isinstance(state.get("_kernel"), tuple | list):
-            (metric, descriptor), fit_X = map(str, state["_kernel"]), state.get("_fit_X")
-            try:  # with the database, as fit chose: descriptor types may share a name
-                kernel = get_kernel(metric) if fit_X is None else get_kernel(metric, fit_X)
-            except ValueError:
-                kernel = None
-            if kernel is None or kernel.descriptor != descriptor:
-                raise ValueError(
-                    f"The saved ImageRetriever uses metric {metric!r} on {descriptor}, which is "
-                    "not registered in this process; register its kernel with "
-                    "skretrieval.geometry.register_kernel before loading."
-                )
-            state = {**state, "_kernel": kernel}
-        super().__setstate__(state)
+        super().__setstate__(kernel_from_registry(state))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

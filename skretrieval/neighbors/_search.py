@@ -70,6 +70,7 @@ def search_blocks(
     n_neighbors=None,
     n_expansion=None,
     alpha=None,
+    expand_queries=None,
 ):
     """Yield ``(start, stop, distances)`` for consecutive blocks of queries.
 
@@ -105,6 +106,11 @@ def search_blocks(
     n_expansion, alpha : default=None
         Query expansion with ``n_expansion`` neighbours and weight exponent ``alpha``, as in
         :func:`~skretrieval.neighbors._expansion.expanded_search`; None searches once.
+    expand_queries : callable, default=None
+        ``expand_queries(queries, indices) -> queries``: query expansion of descriptors that
+        are not vectors (the Riemannian mean of SPD matrices), given the raw queries of a
+        block and their ``n_expansion`` nearest database items; used instead of the vector
+        expansion.
     """
     n_queries = kernel.n_samples(queries)
     n_threads = effective_n_jobs(n_jobs)
@@ -184,6 +190,10 @@ def search_blocks(
 
         # In leave-one-out mode the query is at +inf from itself, so its k expansion
         # neighbours are other items and it enters the sum once, with weight 1.
+        if expand_queries is not None:
+            raw = queries[start:stop]
+            _, indices = search_smallest_k(prepare(raw), start, n_expansion)
+            return start, stop, *final_search(prepare(expand_queries(raw, indices)))
         return start, stop, *expanded_search(
             prepare(queries[start:stop]),
             final_search,
