@@ -15,19 +15,18 @@ from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skretrieval.neighbors import ImageRetriever
+from skretrieval.persistence import load, save
 from skretrieval.pooling import GeMPooling
-from skretrieval.whitening import (
-    LearnedWhitening,
-    PCAWhitening,
-    _matching_pair_scatter,
-    _whiten,
-)
+from skretrieval.whitening import LearnedWhitening, PCAWhitening, whitening_scale
+from skretrieval.whitening._functions import whiten
+from skretrieval.whitening._learned import matching_pair_scatter
 
 
 @parametrize_with_checks(
     [
         PCAWhitening(),
         PCAWhitening(n_components=1, power=0.0),
+        PCAWhitening(n_components=2, shrinkage=0.5),
         LearnedWhitening(),
         LearnedWhitening(n_components=1, shrinkage=0.5),
     ]
@@ -52,7 +51,7 @@ SHAPES = [(200, 10), (8, 20)]
 
 
 def _pre_normalisation(whitening, X):
-    return _whiten(
+    return whiten(
         _l2(X),
         whitening.mean_,
         whitening.components_,
@@ -161,13 +160,96 @@ def test_float32_is_preserved():
     assert whitening64.transform(X.astype(np.float32)).dtype == np.float32
 
 
-def test_n_components_too_large():
+def test_n_components_too_large_is_capped_with_a_warning():
     X = _correlated_data(5, 10)
-    with pytest.raises(ValueError, match=r"n_components=5 is larger than .* = min\(4, 10\) = 4"):
-        PCAWhitening(n_components=5).fit(X)
-    assert PCAWhitening(n_components=4).fit(X).n_components_ == 4
-    with pytest.raises(ValueError, match=r"n_components=4 is larger than .* = 3"):
-        PCAWhitening(n_components=4).fit(_correlated_data(20, 3))
+    with pytest.warns(UserWarning, match=r"n_components=5 is larger than .* = min\(4, 10\) = 4"):
+        capped = PCAWhitening(n_components=5).fit(X)
+    assert capped.n_components_ == 4 and capped.components_.shape == (4, 10)
+    # Exactly what asking for the largest possible number gives.
+    exact = PCAWhitening(n_components=4).fit(X)
+    assert_array_equal(capped.transform(X), exact.transform(X))
+    with pytest.warns(UserWarning, match=r"n_components=4 is larger than .* = 3.*keeping 3"):
+        assert PCAWhitening(n_components=4).fit(_correlated_data(20, 3)).n_components_ == 3
+
+
+def test_readme_quick_start_setting_runs_on_fifty_images():
+    # n_components=128 on 50 GeM descriptors of 1280 channels: 49 components, not an error.
+    X = _correlated_data(50, 1280, seed=3)
+    with pytest.warns(UserWarning, match=r"n_components=128 .* min\(49, 1280\) = 49"):
+        whitening = PCAWhitening(n_components=128).fit(X)
+    assert whitening.n_components_ == 49
+    assert whitening.transform(X[:3]).shape == (3, 49)
+
+
+@pytest.mark.parametrize("shrinkage", [0.1, 0.5, 1.0])
+def test_shrinkage_shrinks_variances_towards_their_mean(shrinkage):
+    X = _correlated_data(12, 20, seed=4)
+    whitening = PCAWhitening(shrinkage=shrinkage, eps=1e-12).fit(X)
+    variances = whitening.explained_variance_
+    # explained_variance_ is the data's; the scaling uses the shrunk variances.
+    assert_allclose(variances, PCAWhitening().fit(X).explained_variance_)
+    shrunk = (1 - shrinkage) * variances + shrinkage * variances.mean()
+    projected = (_l2(X) - whitening.mean_) @ whitening.components_.T
+    assert_allclose(whitening.transform(X), _l2(projected / np.sqrt(shrunk + 1e-12)), atol=1e-12)
+    # Along each axis the training variance after scaling is lambda / shrunk lambda.
+    Z = whiten(_l2(X), whitening.mean_, whitening.components_, variances, 0.5, 1e-12, shrinkage)
+    assert_allclose(Z.var(axis=0, ddof=1), variances / (shrunk + 1e-12), rtol=1e-8)
+    if shrinkage == 1.0:  # every axis alike: the plain PCA projection, once normalised
+        plain = PCAWhitening(power=0.0).fit(X)
+        assert_allclose(whitening.transform(X), plain.transform(X), atol=1e-12)
+
+
+def test_shrinkage_zero_changes_nothing_and_is_validated():
+    X = _correlated_data(30, 6)
+    assert_array_equal(
+        PCAWhitening(shrinkage=0.0).fit(X).transform(X), PCAWhitening().fit(X).transform(X)
+    )
+    assert_allclose(
+        whitening_scale(np.array([4.0, 0.25]), eps=0.0, shrinkage=0.5), [3.0625**-0.5, 1.1875**-0.5]
+    )
+    with pytest.raises(InvalidParameterError, match="'shrinkage' parameter"):
+        PCAWhitening(shrinkage=1.5).fit(X)
+    with pytest.raises(ValueError, match=r"shrinkage must be in \[0, 1\]; got -0.1"):
+        whitening_scale(np.ones(2), shrinkage=-0.1)
+
+
+@pytest.mark.parametrize(
+    "whitening", [PCAWhitening(n_components=4, shrinkage=0.2), LearnedWhitening(n_components=4)]
+)
+def test_whitening_learned_on_one_collection_applies_to_another_after_save_load(
+    tmp_path, whitening
+):
+    rng = np.random.default_rng(11)
+    collection_a = _correlated_data(40, 8, seed=5)
+    labels_a = rng.integers(0, 5, size=40)
+    collection_b = _correlated_data(25, 8, seed=6)
+    fitted = clone(whitening).fit(collection_a, labels_a)
+    path = save(fitted, tmp_path / "whitening.skr")
+    # No trusted=: a whitening file holds nothing but trusted types.
+    restored = load(path)
+    assert type(restored) is type(whitening)
+    assert restored.get_params() == fitted.get_params()
+    assert_array_equal(restored.transform(collection_b), fitted.transform(collection_b))
+    assert_array_equal(
+        restored.transform(collection_b.astype(np.float32)),
+        fitted.transform(collection_b.astype(np.float32)),
+    )
+
+
+def test_saved_files_name_the_public_module(tmp_path):
+    # Files saved before the module became a package name skretrieval.whitening.<class>:
+    # such a file must still load without trusted=, so the classes keep that module.
+    import json
+    import zipfile
+
+    path = save(PCAWhitening(n_components=2).fit(_correlated_data(10, 4)), tmp_path / "w.skr")
+    payload = path.read_bytes()
+    start = payload.index(b"\n", 16) + 1  # after the magic bytes and the header line
+    (tmp_path / "payload.zip").write_bytes(payload[start:])
+    with zipfile.ZipFile(tmp_path / "payload.zip") as archive:
+        schema = json.loads(archive.read("schema.json"))
+    assert (schema["__module__"], schema["__class__"]) == ("skretrieval.whitening", "PCAWhitening")
+    assert isinstance(load(path), PCAWhitening)
 
 
 @pytest.mark.parametrize(
@@ -250,13 +332,13 @@ def test_matching_pair_scatter_equals_brute_force():
     X = rng.normal(size=(9, 3))
     # Unsorted string labels, a singleton ("c") and classes of 2, 3 and 3.
     labels = np.array(["a", "b", "a", "d", "c", "b", "d", "b", "d"])
-    scatter, n_pairs = _matching_pair_scatter(X, labels)
+    scatter, n_pairs = matching_pair_scatter(X, labels)
     pairs = _pairs(labels, matching=True)
     assert n_pairs == len(pairs) == 1 + 3 + 3
     expected = sum(np.outer(X[i] - X[j], X[i] - X[j]) for i, j in pairs)
     assert_allclose(scatter, expected, atol=1e-12)
     # Hand-worked: one pair in 1-D, (1 - 4)^2 = 9.
-    scatter, n_pairs = _matching_pair_scatter(np.array([[1.0], [4.0], [7.0]]), [0, 0, 1])
+    scatter, n_pairs = matching_pair_scatter(np.array([[1.0], [4.0], [7.0]]), [0, 0, 1])
     assert n_pairs == 1
     assert_allclose(scatter, [[9.0]])
 

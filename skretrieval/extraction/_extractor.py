@@ -20,8 +20,9 @@ from skretrieval._utils.devices import (
     resolve_device,
     uses_channels_last,
 )
-from skretrieval.extraction._images import image_batches, plan, prepare_batch
+from skretrieval.extraction._images import as_image_list, image_batches, plan, prepare_batch
 from skretrieval.extraction._prefetch import prefetched
+from skretrieval.extraction._scales import ScaleCombination, scaled_max_sizes
 from skretrieval.extraction._settings import descriptor_settings
 from skretrieval.extraction._trunk import check_backbone, fold_batchnorm, make_trunk
 from skretrieval.extraction._weights import build_trunk
@@ -108,6 +109,17 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
         image plus a tag saying "rotate by 90 degrees", and without it the network sees the
         photo on its side. False uses the pixels as stored, as torchvision's loaders do (and
         most published results on datasets such as INRIA Holidays).
+    scales : sequence of float or None, default=None
+        Multi-scale descriptors, with ``pooling`` only: each image is described at the sizes
+        ``max_size * scale`` (resized from the original image, not from the largest scale), and
+        its per-scale descriptors are combined as the reference implementations do: for a
+        pooling with a ``p`` parameter (GeM), the generalised mean over scales
+        ``(mean_s v_s**p) ** (1/p)`` with that ``p``; for the others the sum; then L2-normalised
+        (unless the pooling has ``normalize=False``). ``(1, 2 ** -0.5, 0.5)`` are the scales of
+        Radenovic et al. (2018). The scales run one after the other, each as a fused pass that
+        keeps only its descriptors, so memory does not grow with the number of scales; time
+        grows with their total number of pixels (about 1.75 times one scale for those three).
+        None (or a single scale) describes each image once.
     progress : bool
         Former name of ``verbose``.
 
@@ -172,11 +184,13 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
         "verbose": ["boolean"],
         "random_state": ["random_state"],
         "exif_transpose": ["boolean"],
+        "scales": ["array-like", None],
         "progress": ["boolean", Hidden(StrOptions({"deprecated"}))],
     }
 
-    # The default for extractors pickled before the parameter existed.
+    # The defaults for extractors pickled before the parameters existed.
     exif_transpose = True
+    scales = None
 
     def __init__(
         self,
@@ -190,6 +204,7 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
         verbose=True,
         random_state=None,
         exif_transpose=True,
+        scales=None,
         progress="deprecated",
     ):
         self.backbone = backbone
@@ -202,6 +217,7 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
         self.verbose = verbose
         self.random_state = random_state
         self.exif_transpose = exif_transpose
+        self.scales = scales
         self.progress = progress
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -221,6 +237,8 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
             The fitted extractor.
         """
         verbose = renamed_parameter(self, "progress", "verbose")
+        if self.scales is not None:
+            scaled_max_sizes(self.max_size, self.scales, self.pooling)
         check_backbone(self.backbone)
         device = resolve_device(self.device)
         trunk = build_trunk(
@@ -249,13 +267,26 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
         -------
         maps : list of ndarray of shape (n_channels_, h_i, w_i), or ndarray of shape (n, d)
             Float32 feature maps in input order, ``h_i = ceil(H_i / stride_)`` for most
-            backbones; with ``pooling``, the pooled descriptors.
+            backbones; with ``pooling``, the pooled descriptors (combined over ``scales``).
         """
         check_is_fitted(self)
         verbose = renamed_parameter(self, "progress", "verbose")
+        if self.scales is None:
+            return self._extract(X, self.max_size, verbose)
+        sizes = scaled_max_sizes(self.max_size, self.scales, self.pooling)
+        if len(sizes) == 1:  # the combination of one scale is its descriptors
+            return self._extract(X, sizes[0], verbose)
+        X = as_image_list(X)  # read once: X may be an iterator
+        combination = ScaleCombination(getattr(self.pooling, "p", None))
+        for size in sizes:
+            combination.add(self._extract(X, size, verbose, desc=f"{type(self).__name__} {size}px"))
+        return combination.result(normalize=getattr(self.pooling, "normalize", True))
+
+    def _extract(self, X, max_size, verbose, desc=None):
+        """Feature maps, or pooled descriptors with ``pooling``, of images at ``max_size``."""
         images = plan(
             X,
-            self.max_size,
+            max_size,
             self.min_image_size_,
             self.backbone,
             exif_transpose=self.exif_transpose,
@@ -305,7 +336,7 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
             tqdm(
                 total=len(images),
                 disable=not verbose,
-                desc=type(self).__name__,
+                desc=desc or type(self).__name__,
                 unit="img",
             ) as progress_bar,
             stages as results,

@@ -20,6 +20,7 @@ from skretrieval.pooling._functions import (
     gem,
     mac,
     rmac,
+    rmac_region_vectors,
     rmac_regions,
     spoc,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "gem",
     "mac",
     "rmac",
+    "rmac_region_vectors",
     "rmac_regions",
     "spoc",
 ]

@@ -250,6 +250,55 @@ def rmac_regions(height, width, levels=3, overlap=0.4):
     return np.concatenate(blocks).astype(np.intp, copy=False)
 
 
+def _level_region_maxima(fmaps, levels, overlap):
+    """Per level of the R-MAC grid, the MAC vectors of its regions: ``(..., n_regions, C)``."""
+    height, width = fmaps.shape[-2:]
+    # Channels last, so that every window maximum below is an element-wise maximum of
+    # contiguous C-vectors (a reduction over the small, strided spatial axes is much slower).
+    channels_last = np.ascontiguousarray(np.moveaxis(fmaps, -3, -1))  # (..., h, w, C)
+    for side, rows, columns in _rmac_grid(height, width, levels, overlap):
+        # Regions of a level share one size, so the maximum is separable: over the row
+        # windows first, then over the column windows, one slice per grid row or column.
+        row_max = np.stack(
+            [channels_last[..., y : y + side, :, :].max(axis=-3) for y in rows], axis=-3
+        )  # (..., n_rows, w, C)
+        region_max = np.stack(
+            [row_max[..., x : x + side, :].max(axis=-2) for x in columns], axis=-2
+        )  # (..., n_rows, n_columns, C)
+        yield region_max.reshape(*region_max.shape[:-3], -1, region_max.shape[-1])
+
+
+def rmac_region_vectors(fmaps, *, levels=3, overlap=0.4):
+    """MAC vectors of the regions of the :func:`rmac_regions` grid, one row per region [2]_.
+
+    Parameters
+    ----------
+    fmaps : array-like of shape (..., C, h, w)
+        Feature maps of equal size.
+    levels : int, default=3
+        Number of scales of the region grid.
+    overlap : float, default=0.4
+        Desired overlap of neighbouring regions.
+
+    Returns
+    -------
+    vectors : ndarray of shape (..., n_regions, C)
+        Maximum of each channel over each region, in the order of :func:`rmac_regions`. Same
+        floating dtype as ``fmaps``; not normalised.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skretrieval.pooling import rmac_region_vectors
+    >>> fmap = np.arange(9.0).reshape(1, 3, 3)  # one channel
+    >>> rmac_region_vectors(fmap, levels=2)[..., 0]  # the whole map, then four 2x2 corners
+    array([8., 4., 5., 7., 8.])
+    """
+    fmaps = _check_batch(fmaps)
+    levels, overlap = _check_grid_params(levels, overlap)
+    return np.concatenate(list(_level_region_maxima(fmaps, levels, overlap)), axis=-2)
+
+
 def rmac(fmaps, *, levels=3, overlap=0.4):
     """R-MAC: sum of the L2-normalised MAC vectors of the :func:`rmac_regions` grid [2]_.
 
@@ -269,21 +318,8 @@ def rmac(fmaps, *, levels=3, overlap=0.4):
         contributes zero (instead of NaN).
     """
     fmaps = _check_batch(fmaps)
-    height, width = fmaps.shape[-2:]
     levels, overlap = _check_grid_params(levels, overlap)
-    # Channels last, so that every window maximum below is an element-wise maximum of
-    # contiguous C-vectors (a reduction over the small, strided spatial axes is much slower).
-    channels_last = np.ascontiguousarray(np.moveaxis(fmaps, -3, -1))  # (..., h, w, C)
     total = np.zeros(fmaps.shape[:-2], dtype=fmaps.dtype)
-    for side, rows, columns in _rmac_grid(height, width, levels, overlap):
-        # Regions of a level share one size, so the maximum is separable: over the row
-        # windows first, then over the column windows, one slice per grid row or column.
-        row_max = np.stack(
-            [channels_last[..., y : y + side, :, :].max(axis=-3) for y in rows], axis=-3
-        )  # (..., n_rows, w, C)
-        region_max = np.stack(
-            [row_max[..., x : x + side, :].max(axis=-2) for x in columns], axis=-2
-        )  # (..., n_rows, n_columns, C)
-        region_max = region_max.reshape(*region_max.shape[:-3], -1, region_max.shape[-1])
+    for region_max in _level_region_maxima(fmaps, levels, overlap):
         total += l2_normalize(region_max, axis=-1).sum(axis=-2)
     return total

@@ -8,14 +8,15 @@ from sklearn.base import (
     ClassNamePrefixFeaturesOutMixin,
     TransformerMixin,
     _fit_context,
+    clone,
 )
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import FLOAT_DTYPES, check_is_fitted, validate_data
 
 from skretrieval._utils.batching import batches_by_shape
 from skretrieval._utils.linalg import l2_normalize
 from skretrieval._utils.validation import check_feature_maps
-from skretrieval.pooling._functions import gem, mac, rmac, spoc
+from skretrieval.pooling._functions import gem, mac, rmac, rmac_region_vectors, spoc
 
 # Target size of the batches of small feature maps that the transformers pool together.
 _BATCH_BYTES = 2**20
@@ -34,6 +35,12 @@ def _array_ndim(X):
     if hasattr(X, "__array__"):
         return np.asarray(X).ndim
     return None
+
+
+def _ragged_dtype(maps):
+    """float32 if every map is float32, else float64."""
+    all_float32 = all(fmap.dtype == np.float32 for fmap in maps)
+    return np.dtype(np.float32 if all_float32 else np.float64)
 
 
 class _BasePooling(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -115,23 +122,28 @@ class _BasePooling(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         return descriptors
 
     def _pool_ragged(self, maps):
-        """Pool a list of maps in batches of equally sized ones.
+        """Pool a list of maps in batches of equally sized ones."""
+        descriptors = np.empty((len(maps), self._n_features_out), dtype=_ragged_dtype(maps))
+        for chunk, batch in self._batches(maps):
+            descriptors[chunk] = self._pool(batch)
+        return descriptors
+
+    @staticmethod
+    def _batches(maps):
+        """``(positions, batch)`` pairs covering a list of maps, each batch of equal shapes.
 
         Small maps are stacked into batches of about ``_BATCH_BYTES`` so that per-call
         overhead does not dominate; a map bigger than that is pooled on its own, without the
         copy that stacking would cost.
         """
-        all_float32 = all(fmap.dtype == np.float32 for fmap in maps)
-        dtype = np.dtype(np.float32 if all_float32 else np.float64)
-        descriptors = np.empty((len(maps), maps[0].shape[0]), dtype=dtype)
+        dtype = _ragged_dtype(maps)
         shapes = (fmap.shape for fmap in maps)
         for chunk in batches_by_shape(shapes, max_elements=_BATCH_BYTES // dtype.itemsize):
             if len(chunk) == 1:
                 batch = maps[chunk[0]][None].astype(dtype, copy=False)
             else:
                 batch = np.stack([maps[i] for i in chunk]).astype(dtype, copy=False)
-            descriptors[chunk] = self._pool(batch)
-        return descriptors
+            yield chunk, batch
 
     @property
     def _n_features_out(self):
@@ -306,6 +318,12 @@ class RMAC(_BasePooling):
     Each map is covered by the multi-scale square grid of :func:`rmac_regions`; every region is
     max-pooled and L2-normalised, and the region vectors are summed.
 
+    With ``region_whitening``, a whitening of the region vectors (as in Tolias et al., who learn
+    a PCA whitening on the regions of other images, and Gordo et al. 2017, who learn it end to
+    end) is fitted in :meth:`fit` on the L2-normalised region vectors of the training maps, and
+    applied to every region vector before the sum: region MAC -> L2 -> whitening -> L2 ->
+    sum -> L2.
+
     Parameters
     ----------
     levels : int, default=3
@@ -316,6 +334,13 @@ class RMAC(_BasePooling):
     normalize : bool, default=True
         L2-normalise the summed descriptor. Region vectors are always L2-normalised before the
         sum, as R-MAC is defined.
+    region_whitening : transformer or None, default=None
+        A transformer of ``(n, C)`` vectors, such as
+        :class:`~skretrieval.whitening.PCAWhitening`: a clone of it is fitted on the region
+        vectors of the maps given to :meth:`fit` (every region of every map, so learn it on
+        images other than those searched) and stored as ``region_whitening_``. None: plain
+        R-MAC, which learns nothing. Its parameters are tunable as
+        ``region_whitening__<name>``.
 
     Attributes
     ----------
@@ -324,10 +349,21 @@ class RMAC(_BasePooling):
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Names of the features seen in :meth:`fit`, only when ``X`` was a 2-D table with string
         column names.
+    region_whitening_ : transformer
+        The fitted clone of ``region_whitening``; only when it is not None.
+    n_regions_fit_ : int
+        Number of region vectors the whitening was fitted on; only with ``region_whitening``.
 
     See Also
     --------
-    rmac_regions, MaxPooling
+    rmac_regions, rmac_region_vectors, MaxPooling
+
+    Notes
+    -----
+    In the fused mode of :class:`~skretrieval.extraction.CNNFeatureExtractor` (``pooling=``)
+    the pooling is fitted on the first batch of the images it describes: give an R-MAC with
+    ``region_whitening`` the feature maps in a pipeline instead, and fit it on a training
+    collection.
 
     Examples
     --------
@@ -338,18 +374,75 @@ class RMAC(_BasePooling):
     >>> fmap[1, 1, 1] = 1.0
     >>> RMAC(levels=1, normalize=False).fit_transform([fmap]).round(4)
     array([[0.7071, 0.7071]])
+    >>> from skretrieval.whitening import PCAWhitening
+    >>> rng = np.random.default_rng(0)
+    >>> maps = [rng.uniform(size=(16, 6, 8)) for _ in range(10)]
+    >>> rmac = RMAC(region_whitening=PCAWhitening(n_components=8)).fit(maps)
+    >>> rmac.n_regions_fit_, rmac.transform(maps[:3]).shape
+    (200, (3, 8))
     """
 
     _parameter_constraints: dict = {
         **_BasePooling._parameter_constraints,
         "levels": [Interval(Integral, 1, None, closed="left")],
         "overlap": [Interval(Real, 0, 1, closed="both")],
+        "region_whitening": [HasMethods(["fit", "transform"]), None],
     }
 
-    def __init__(self, levels=3, overlap=0.4, normalize=True):
+    def __init__(self, levels=3, overlap=0.4, normalize=True, region_whitening=None):
         self.levels = levels
         self.overlap = overlap
         self.normalize = normalize
+        self.region_whitening = region_whitening
+
+    @_fit_context(
+        # The region whitening is validated when it is fitted.
+        prefer_skip_nested_validation=False
+    )
+    def fit(self, X, y=None):
+        """Validate ``X``; with ``region_whitening``, fit it on the regions of ``X``.
+
+        Parameters
+        ----------
+        X : list of ndarray of shape (C, h_i, w_i), or ndarray of shape (n, C, h, w) or (n, C)
+            Feature maps, one per image; an ``(n, C)`` array is read as ``n`` maps of 1x1.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            The fitted transformer.
+        """
+        maps = self._validate_maps(X, reset=True)
+        if self.region_whitening is None:
+            for attribute in ("region_whitening_", "n_regions_fit_"):
+                self.__dict__.pop(attribute, None)
+            return self
+        batches = [maps] if isinstance(maps, np.ndarray) else (b for _, b in self._batches(maps))
+        vectors = np.concatenate(
+            [self._region_vectors(batch).reshape(-1, self.n_features_in_) for batch in batches]
+        )
+        self.region_whitening_ = clone(self.region_whitening).fit(vectors)
+        self.n_regions_fit_ = vectors.shape[0]
+        return self
+
+    def _region_vectors(self, fmaps):
+        """L2-normalised region MAC vectors of a batch of maps, ``(n, n_regions, C)``."""
+        vectors = rmac_region_vectors(fmaps, levels=self.levels, overlap=self.overlap)
+        return l2_normalize(vectors, axis=-1)
 
     def _pool(self, fmaps):
-        return rmac(fmaps, levels=self.levels, overlap=self.overlap)
+        if self.region_whitening is None:
+            return rmac(fmaps, levels=self.levels, overlap=self.overlap)
+        vectors = self._region_vectors(fmaps)
+        n_maps, n_regions, n_channels = vectors.shape
+        whitened = self.region_whitening_.transform(vectors.reshape(-1, n_channels))
+        whitened = l2_normalize(np.asarray(whitened, dtype=vectors.dtype), axis=-1)
+        return whitened.reshape(n_maps, n_regions, -1).sum(axis=1)
+
+    @property
+    def _n_features_out(self):
+        if self.region_whitening is None:
+            return self.n_features_in_
+        return self.region_whitening_.transform(np.ones((1, self.n_features_in_))).shape[1]

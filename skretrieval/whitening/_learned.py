@@ -1,20 +1,4 @@
-"""Whitening of global image descriptors.
-
-:class:`PCAWhitening` is the standard post-processing of pooled CNN descriptors (Jegou & Chum
-2012; Babenko & Lempitsky 2015; Tolias et al. 2016): L2-normalise, centre, project on the
-principal axes, divide each axis by a power of its variance, and L2-normalise again, so that
-cosine similarity down-weights the co-occurring (bursty) directions of the training set.
-
-:class:`LearnedWhitening` is its supervised counterpart (Mikolajczyk & Matas 2007; Radenovic,
-Tolias & Chum 2016, 2018): labelled training descriptors define matching pairs, the
-descriptors are whitened by the covariance of the matching-pair differences, so that nuisance
-variation between views of the same object is shrunk, and then rotated onto the principal axes
-of the whitened data, the directions that separate different objects best.
-
-The maths of PCA whitening are pure functions, shared with the whitening layer of
-:class:`~skretrieval.learning.RetrievalFineTuner`: :func:`principal_axes` (mean, axes and
-variances of a set of descriptors) and :func:`whitening_scale` (the factor of each axis).
-"""
+"""Supervised whitening from matching pairs: :class:`LearnedWhitening`."""
 
 from numbers import Integral, Real
 
@@ -31,272 +15,10 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from skretrieval._utils.linalg import l2_normalize
-
-__all__ = ["LearnedWhitening", "PCAWhitening", "principal_axes", "whitening_scale"]
-
-
-def _flip_signs(components):
-    """Make the largest-magnitude entry of every row positive, so that signs are reproducible."""
-    largest = np.argmax(np.abs(components), axis=1)
-    signs = np.sign(components[np.arange(components.shape[0]), largest])
-    signs[signs == 0] = 1.0
-    return components * signs[:, None]
+from skretrieval.whitening._functions import flip_signs
 
 
-def principal_axes(X, n_components):
-    """Mean, leading principal axes and their variances of the rows of ``X``.
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_samples, n_features)
-        Data, at least 2 rows.
-    n_components : int
-        Number of axes, from 1 to ``n_features``. Beyond ``n_samples - 1`` the extra axes are
-        directions of zero variance (any orthonormal completion).
-
-    Returns
-    -------
-    mean : ndarray of shape (n_features,)
-        Mean of the rows.
-    components : ndarray of shape (n_components, n_features)
-        Orthonormal principal axes, by decreasing variance. The sign of every axis is fixed by
-        making its largest-magnitude entry positive, so that results are reproducible.
-    variances : ndarray of shape (n_components,)
-        Variance of the data along each axis: the eigenvalues of the covariance with
-        ``n_samples - 1`` degrees of freedom, clipped at 0.
-    total_variance : float
-        Variance summed over all the axes (the trace of the covariance).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from skretrieval.whitening import principal_axes
-    >>> X = np.array([[0.0, 0.0], [2.0, 1.0], [4.0, 2.0]])
-    >>> mean, components, variances, total_variance = principal_axes(X, 1)
-    >>> mean, components.round(4), variances.round(6), round(float(total_variance), 6)
-    (array([2., 1.]), array([[0.8944, 0.4472]]), array([5.]), 5.0)
-    """
-    n_samples, n_features = X.shape
-    mean = X.mean(axis=0)
-    centred = X - mean
-    if n_samples > n_features or n_components > n_samples:
-        # The d x d covariance: cheaper than an SVD of the n x d data when n > d, and the only
-        # one of the two that gives more axes than samples.
-        covariance = centred.T @ centred / (n_samples - 1)
-        # Only the top n_components eigenpairs, returned in ascending order.
-        variances, axes = linalg.eigh(
-            covariance,
-            subset_by_index=(n_features - n_components, n_features - 1),
-            check_finite=False,
-        )
-        variances, components = variances[::-1], axes[:, ::-1].T
-        total_variance = np.trace(covariance)
-    else:
-        _, singular_values, components = linalg.svd(
-            centred, full_matrices=False, check_finite=False
-        )
-        all_variances = singular_values**2 / (n_samples - 1)
-        variances, components = all_variances[:n_components], components[:n_components]
-        total_variance = all_variances.sum()
-    # Round-off can make null eigenvalues slightly negative.
-    variances = np.maximum(variances, 0.0)
-    return mean, _flip_signs(components), variances, total_variance
-
-
-def whitening_scale(variances, *, power=0.5, eps=1e-8):
-    """Factor of each principal axis in (partial) whitening: ``(variances + eps) ** -power``.
-
-    Parameters
-    ----------
-    variances : ndarray of shape (n_components,)
-        Variance along each axis, as :func:`principal_axes` returns them.
-    power : float, default=0.5
-        ``0.5`` is full whitening (unit variance along every axis), ``0`` no scaling.
-    eps : float, default=1e-8
-        Added to every variance, so that null or tiny variances do not blow up.
-
-    Returns
-    -------
-    scale : ndarray of shape (n_components,)
-        In the dtype of ``variances`` (for float ``power`` and ``eps``).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from skretrieval.whitening import whitening_scale
-    >>> whitening_scale(np.array([4.0, 0.25]), eps=0.0)
-    array([0.5, 2. ])
-    """
-    return (variances + eps) ** -power
-
-
-def _whiten(X, mean, components, explained_variance, power, eps):
-    """Centre, project on ``components`` and scale by ``(explained_variance + eps) ** -power``.
-
-    This is :class:`PCAWhitening`'s transform before the final L2 normalisation; ``X`` is
-    expected to be L2-normalised already. Computed in the dtype of ``X``.
-    """
-    dtype = X.dtype
-    scale = whitening_scale(
-        explained_variance.astype(dtype), power=dtype.type(power), eps=dtype.type(eps)
-    )
-    return ((X - mean.astype(dtype)) @ components.astype(dtype).T) * scale
-
-
-class PCAWhitening(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
-    """PCA whitening of global descriptors: L2 -> centre -> project and scale -> L2.
-
-    :meth:`fit` L2-normalises the training descriptors, centres them and finds the principal
-    axes of their covariance. :meth:`transform` applies the same chain to any descriptors:
-    L2-normalise, subtract ``mean_``, project on ``components_``, multiply each coordinate by
-    ``(explained_variance_ + eps) ** -power``, and L2-normalise the result.
-
-    Parameters
-    ----------
-    n_components : int or None, default=None
-        Number of principal axes kept. ``None`` keeps all the well-defined ones,
-        ``min(n_samples - 1, n_features)``: centred training data span at most ``n_samples - 1``
-        directions, and axes beyond those would be arbitrary. Asking for more raises an error.
-    power : float, default=0.5
-        Exponent of the variance scaling, >= 0: ``0.5`` is full whitening (unit variance along
-        every axis of the training set), ``0`` plain PCA projection, values in between partial
-        whitening.
-    eps : float, default=1e-8
-        Added to every variance before the power (> 0), so that null or tiny variances of the
-        training set (rank-deficient data) do not blow up. L2-normalised descriptors have a
-        total variance of at most 1, so the default is negligible against real variances.
-
-    Attributes
-    ----------
-    mean_ : ndarray of shape (n_features,)
-        Mean of the L2-normalised training descriptors.
-    components_ : ndarray of shape (n_components_, n_features)
-        Principal axes, orthonormal rows by decreasing variance. The sign of every axis is fixed
-        by making its largest-magnitude entry positive, so results are reproducible.
-    explained_variance_ : ndarray of shape (n_components_,)
-        Variance of the training set along each axis (eigenvalues of the covariance with
-        ``n_samples - 1`` degrees of freedom).
-    explained_variance_ratio_ : ndarray of shape (n_components_,)
-        Fraction of the total training variance along each axis.
-    n_components_ : int
-        Number of axes kept.
-    n_features_in_ : int
-        Number of features seen during :meth:`fit`.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
-        Names of features seen during :meth:`fit`, only when ``X`` has string feature names.
-
-    See Also
-    --------
-    sklearn.decomposition.PCA : PCA with optional (non-normalised) whitening.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from skretrieval.whitening import PCAWhitening
-    >>> rng = np.random.default_rng(0)
-    >>> train, queries = rng.normal(size=(50, 8)), rng.normal(size=(3, 8))
-    >>> whitening = PCAWhitening(n_components=4).fit(train)
-    >>> whitening.components_.shape
-    (4, 8)
-    >>> descriptors = whitening.transform(queries)
-    >>> descriptors.shape, np.allclose(np.linalg.norm(descriptors, axis=1), 1.0)
-    ((3, 4), True)
-    """
-
-    _parameter_constraints: dict = {
-        "n_components": [Interval(Integral, 1, None, closed="left"), None],
-        "power": [Interval(Real, 0, None, closed="left")],
-        "eps": [Interval(Real, 0, None, closed="neither")],
-    }
-
-    def __init__(self, n_components=None, power=0.5, eps=1e-8):
-        self.n_components = n_components
-        self.power = power
-        self.eps = eps
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
-        """Learn the mean and principal axes of the L2-normalised descriptors ``X``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training descriptors, at least 2.
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        self : object
-            The fitted transformer.
-        """
-        X = validate_data(self, X, dtype=[np.float64, np.float32])
-        n_samples, n_features = X.shape
-        if n_samples < 2:
-            raise ValueError(
-                f"{type(self).__name__} needs at least 2 samples to estimate a covariance; got "
-                f"{n_samples} sample."
-            )
-        max_components = min(n_samples - 1, n_features)
-        if self.n_components is None:
-            n_components = max_components
-        elif self.n_components > max_components:
-            raise ValueError(
-                f"n_components={self.n_components} is larger than min(n_samples - 1, "
-                f"n_features) = min({n_samples - 1}, {n_features}) = {max_components}, the "
-                "number of directions spanned by the centred training data."
-            )
-        else:
-            n_components = self.n_components
-        # Fit in float64 for accuracy; attributes follow the input dtype, as in scikit-learn.
-        mean, components, variances, total_variance = principal_axes(
-            l2_normalize(X.astype(np.float64)), n_components
-        )
-        self.mean_ = mean.astype(X.dtype)
-        self.components_ = components.astype(X.dtype)
-        self.explained_variance_ = variances.astype(X.dtype)
-        ratio = variances / total_variance if total_variance > 0 else np.zeros_like(variances)
-        self.explained_variance_ratio_ = ratio.astype(X.dtype)
-        self.n_components_ = n_components
-        return self
-
-    def transform(self, X):
-        """Whiten descriptors with the statistics learned in :meth:`fit`.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Descriptors to whiten.
-
-        Returns
-        -------
-        X_new : ndarray of shape (n_samples, n_components_)
-            Whitened, L2-normalised descriptors (an all-zero result stays zero), float32 for
-            float32 input and float64 otherwise.
-        """
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        whitened = _whiten(
-            l2_normalize(X),
-            self.mean_,
-            self.components_,
-            self.explained_variance_,
-            self.power,
-            self.eps,
-        )
-        return l2_normalize(whitened)
-
-    @property
-    def _n_features_out(self):
-        return self.n_components_
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        return tags
-
-
-def _matching_pair_scatter(X, labels):
+def matching_pair_scatter(X, labels):
     """Sum of ``(x_i - x_j)(x_i - x_j)^T`` over all unordered pairs ``i < j`` of equal label.
 
     No loop over pairs: within a class ``c`` of ``n_c`` samples with mean ``mu_c``, the ordered
@@ -539,7 +261,7 @@ class LearnedWhitening(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         # Fit in float64 for accuracy; attributes follow the input dtype, as in scikit-learn.
         X_normalised = l2_normalize(X.astype(np.float64))
         if pairs is None:
-            scatter, n_pairs = _matching_pair_scatter(X_normalised, y)
+            scatter, n_pairs = matching_pair_scatter(X_normalised, y)
         else:
             differences = X_normalised[pairs[:, 0]] - X_normalised[pairs[:, 1]]
             scatter, n_pairs = differences.T @ differences, len(pairs)
@@ -555,7 +277,7 @@ class LearnedWhitening(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         )
         # Round-off can make null eigenvalues slightly negative.
         variances = np.maximum(variances[::-1], 0.0)
-        rotation = _flip_signs(axes[:, ::-1].T)
+        rotation = flip_signs(axes[:, ::-1].T)
         total_variance = np.trace(whitened_covariance)
 
         self.mean_ = mean.astype(X.dtype)
