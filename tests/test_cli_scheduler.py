@@ -100,7 +100,10 @@ def test_evaluate_on_a_cluster_prints_the_same_table(scheduler, tmp_path, capsys
     assert table == [line for line in there.splitlines() if line.startswith(("protocol", "all"))]
 
 
-def test_an_unreachable_scheduler_is_one_error_line(photos, tmp_path, capsys):
+def test_an_unreachable_scheduler_is_one_error_line(photos, tmp_path, capsys, monkeypatch):
+    import skretrieval.cli._options as options
+
+    monkeypatch.setattr(options, "SCHEDULER_TIMEOUT", 1)
     argv = ["index", str(photos), "-o", str(tmp_path / "x.index"), *FAST]
     assert main([*argv, "--scheduler", "tcp://127.0.0.1:9"]) == 1
     lines = capsys.readouterr().err.splitlines()

@@ -6,6 +6,8 @@ from contextlib import contextmanager
 from skretrieval.cli._errors import CommandError, positive_int
 
 POOLINGS = ("spoc", "mac", "gem", "rmac")
+# Seconds to wait for the scheduler of --scheduler before saying it cannot be reached.
+SCHEDULER_TIMEOUT = 10
 POOLING_NAMES = {"spoc": "SPoC", "mac": "MAC", "gem": "GeM", "rmac": "R-MAC"}
 
 
@@ -75,7 +77,7 @@ def dask_client(address):
             'install the extra: pip install "scikit-retrieval[distributed]"',
         ) from None
     try:
-        client = Client(address, timeout=10)
+        client = Client(address, timeout=SCHEDULER_TIMEOUT)
     except (OSError, TimeoutError, ValueError) as exc:
         raise CommandError(
             f"cannot reach the Dask scheduler at {address!r} ({exc})",
