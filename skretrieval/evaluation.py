@@ -301,7 +301,9 @@ def _describe_on_cluster(estimator, files, client):
     return transform(estimator, files, client=client, output="numpy").descriptors
 
 
-def score_benchmark(data, database, queries=None, *, metric="cosine", ks=(1, 5, 10)):
+def score_benchmark(
+    data, database, queries=None, *, metric="cosine", ks=(1, 5, 10), retriever_params=None
+):
     """Rank a dataset's database for each query and score the rankings.
 
     Parameters
@@ -318,6 +320,10 @@ def score_benchmark(data, database, queries=None, *, metric="cosine", ks=(1, 5, 
         Distance of the :class:`~skretrieval.neighbors.ImageRetriever` that ranks the database.
     ks : sequence of int, default=(1, 5, 10)
         Ranks of the mean precisions ``mp@k``; NaN for a ``k`` larger than the database.
+    retriever_params : dict, default=None
+        Further parameters of the :class:`~skretrieval.neighbors.ImageRetriever`, such as
+        ``{"query_expansion": "alpha", "rerank": "diffusion"}``: the rankings scored are those
+        of the expanded queries, the augmented database, the re-ranked distances.
 
     Returns
     -------
@@ -337,7 +343,7 @@ def score_benchmark(data, database, queries=None, *, metric="cosine", ks=(1, 5, 
     >>> score_benchmark(data, descriptors, ks=(1,))
     [{'protocol': 'all', 'n_queries': 4, 'map': 1.0, 'mp@1': 1.0}]
     """
-    retriever = ImageRetriever(metric=metric).fit(database)
+    retriever = ImageRetriever(metric=metric, **(retriever_params or {})).fit(database)
     n_database = retriever.n_samples_fit_
     if queries is None and data.target is None:
         raise ValueError(

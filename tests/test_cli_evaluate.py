@@ -84,6 +84,10 @@ def test_evaluate_revisited_table_csv_and_cache(roxford, tmp_path, capsys, monke
         assert record["backbone"] == "mobilenet_v2" and record["pooling"] == "gem"
         assert record["whitening"] == "none" and record["metric"] == "cosine"
         assert record["max_size"] == "64" and record["ns_score"] == ""
+        # The settings left at their defaults are recorded too.
+        assert record["descriptor"] == "global" and record["scales"] == ""
+        assert record["query_expansion"] == "none" and record["rerank"] == "none"
+        assert record["dba"] == record["whitening_from"] == record["local_dim"] == ""
         numbers = table[record["protocol"]]
         assert float(record["map"]) == pytest.approx(numbers[1], abs=1e-4)
         assert float(record["mp@5"]) == pytest.approx(numbers[3], abs=1e-4)

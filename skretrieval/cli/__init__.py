@@ -15,7 +15,8 @@ prints); the work itself is done by the library:
 ``skretrieval search INDEX IMAGE -k N``
     Prints the N database images closest to IMAGE, with their distances.
 ``skretrieval evaluate DATASET --root DIR``
-    Scores a pipeline (backbone, pooling, whitening, metric) on a retrieval benchmark read from
+    Scores a pipeline (backbone, scales, pooling or covariance / mixture descriptors, whitening,
+    metric, query expansion, DBA, re-ranking) on a retrieval benchmark read from
     disk (revisited Oxford/Paris, Oxford5k/Paris6k, Holidays, UKBench or an image folder) with
     :func:`skretrieval.evaluation.evaluate_benchmark`'s steps, optionally writing a CSV and
     caching the descriptors.

@@ -6,14 +6,18 @@ from pathlib import Path
 import numpy as np
 
 from skretrieval.cli._errors import CommandError
-from skretrieval.cli._options import (
-    POOLING_NAMES,
-    POOLINGS,
-    add_extractor_options,
-    add_scheduler_option,
-    dask_client,
-    make_extractor,
-    make_pooling,
+from skretrieval.cli._options import add_extractor_options, add_scheduler_option, dask_client
+from skretrieval.cli._pipeline import (
+    add_pipeline_options,
+    cache_folder,
+    cache_tag,
+    check_options,
+    describe_pipeline,
+    make_describer,
+    read_whitening,
+    retriever_params,
+    settings,
+    whiten,
 )
 
 DATASETS = ("roxford5k", "rparis6k", "oxford5k", "paris6k", "holidays", "ukbench", "folder")
@@ -30,9 +34,21 @@ _CSV_COLUMNS = (
     "ns_score",
     "backbone",
     "weights",
+    "descriptor",
     "pooling",
+    "scales",
+    "local_dim",
+    "components",
     "whitening",
+    "shrinkage",
+    "whitening_from",
     "metric",
+    "query_expansion",
+    "qe_neighbors",
+    "qe_alpha",
+    "dba",
+    "rerank",
+    "rerank_neighbors",
     "max_size",
 )
 
@@ -59,23 +75,17 @@ def add_parser(commands):
             "class-per-folder image tree"
         ),
     )
-    parser.add_argument("--pooling", choices=POOLINGS, default="gem")
-    parser.add_argument(
-        "--whitening",
-        choices=("none", "pca"),
-        default="none",
-        help="'pca': PCA whitening learned on the database descriptors",
-    )
-    parser.add_argument("--metric", choices=("cosine", "euclidean"), default="cosine")
+    add_pipeline_options(parser)
     add_extractor_options(parser, max_size=1024)
     add_scheduler_option(parser)
     parser.add_argument("--output", help="CSV file for the results, one row per protocol")
     parser.add_argument(
         "--cache",
         help=(
-            "folder keeping the pooled descriptors for later runs, keyed by everything that "
-            "changes them (version, backbone, weights file contents, precision, sizes, pooling, "
-            "images, boxes)"
+            "folder keeping the pooled global descriptors (before whitening) for later runs, "
+            "keyed by everything that changes them (version, backbone, weights file contents, "
+            "precision, sizes, scales, pooling, images, boxes); not used by --descriptor "
+            "covariance and gmm"
         ),
     )
     parser.add_argument(
@@ -138,52 +148,48 @@ def _print_results(rows):
 def run(args):
     """Load the benchmark, describe it (or read the cache), score it and print the table."""
     from skretrieval.evaluation import describe_benchmark, score_benchmark
-    from skretrieval.whitening import PCAWhitening
+    from skretrieval.persistence import save
 
     # Missing files raise errors that say where to put them (one error: line in main).
     data = _load_dataset(args.dataset, args.root, args.allow_missing)
+    check_options(args, data)
+    saved_whitening = read_whitening(args)
     crops = data.query_boxes is not None
     n_database = len(data.filenames)
     queries = data.query_filenames if data.query_filenames is not None else data.filenames
     print(
         f"{args.dataset}: {len(queries)} queries"
         + (" (cropped to their boxes)" if crops else "")
-        + f", {n_database} database images. Pipeline: {args.backbone}, "
-        f"{POOLING_NAMES[args.pooling]}, max size {args.max_size}"
-        + (", PCA whitening learned on the database" if args.whitening == "pca" else "")
-        + f", {args.metric} distance."
+        + f", {n_database} database images. Pipeline: {describe_pipeline(args)}."
     )
 
-    extractor = make_extractor(args, pooling=make_pooling(args.pooling))
+    describer = make_describer(args)
     with dask_client(args.scheduler) as client:
         database, queries = describe_benchmark(
-            extractor,
+            describer,
             data,
-            cache=args.cache,
-            cache_tag=f"{args.backbone}-{args.pooling}-{args.max_size}",
+            cache=cache_folder(args),
+            cache_tag=cache_tag(args),
             client=client,
             verbose=True,
         )
-    if args.whitening == "pca":
-        # Learned on the database images (no separate training set): an optimistic setting.
-        whitening = PCAWhitening().fit(database)
-        if queries is not None:
-            queries = whitening.transform(queries)
-        database = whitening.transform(database)
-    rows = score_benchmark(data, database, queries, metric=args.metric, ks=_PRECISION_KS)
+    # Learned on the database images (no separate training set): an optimistic setting.
+    database, queries, whitening = whiten(args, data, database, queries, saved_whitening)
+    if args.save_whitening is not None:
+        save(whitening, args.save_whitening)
+        print(f"Whitening saved to {args.save_whitening}")
+    rows = score_benchmark(
+        data,
+        database,
+        queries,
+        metric=args.metric,
+        ks=_PRECISION_KS,
+        retriever_params=retriever_params(args),
+    )
     print()
     _print_results(rows)
     if args.output is not None:
-        settings = {
-            "dataset": args.dataset,
-            "n_database": n_database,
-            "backbone": args.backbone,
-            "weights": args.weights,
-            "pooling": args.pooling,
-            "whitening": args.whitening,
-            "metric": args.metric,
-            "max_size": args.max_size,
-        }
-        _write_csv([{**settings, **row} for row in rows], args.output)
+        record = {"dataset": args.dataset, "n_database": n_database, **settings(args)}
+        _write_csv([{**record, **row} for row in rows], args.output)
         print(f"\nResults written to {args.output}")
     return 0
