@@ -42,7 +42,8 @@ def test_index_then_search_ranks_the_query_image_first(photo_folder, tmp_path, c
 
 def test_index_is_updated_and_checkpointed(photo_folder, tmp_path, capsys):
     index = tmp_path / "photos.index"
-    options = ["--weights", "none", "--max-size", "64", "--quiet", "--checkpoint-every", "2"]
+    options = ["--backbone", "resnet18", "--weights", "none", "--max-size", "64", "--quiet"]
+    options += ["--checkpoint-every", "2"]
     assert main(["index", str(photo_folder), "-o", str(index), *options]) == 0
     assert "Indexed 4 images" in capsys.readouterr().out
     assert not (tmp_path / "photos.index.partial").exists()  # removed once the index is saved

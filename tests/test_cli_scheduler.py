@@ -11,7 +11,8 @@ from skretrieval.pooling import GeMPooling
 
 distributed = pytest.importorskip("distributed")
 
-FAST = ["--weights", "none", "--max-size", "48", "--quiet"]
+# resnet18: random MobileNetV2 weights saturate its ReLU6 and describe every image alike.
+FAST = ["--backbone", "resnet18", "--weights", "none", "--max-size", "48", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +48,15 @@ def test_index_on_a_cluster_equals_the_index_made_here(scheduler, photos, tmp_pa
     expected, found = load_index(here), load_index(there)
     assert found.paths == expected.paths and len(found.paths) == 11
     np.testing.assert_allclose(found.descriptors, expected.descriptors, rtol=0, atol=1e-6)
+    assert np.ptp(expected.descriptors, axis=0).max() > 1e-3  # the images differ
     skipped = (tmp_path / "there.index.skipped.tsv").read_text()
     assert "x_truncated.jpg" in skipped and "x_notes.jpg" in skipped
 
 
 def test_build_index_on_a_cluster_updates_and_raises_as_here(scheduler, photos, tmp_path):
     extractor = CNNFeatureExtractor(
-        weights=None, random_state=0, max_size=48, pooling=GeMPooling(), verbose=False
+        backbone="resnet18", weights=None, random_state=0, max_size=48, pooling=GeMPooling(),
+        verbose=False,
     )
     output = tmp_path / "photos.index"
     with distributed.Client(scheduler) as client:

@@ -135,6 +135,30 @@ def test_make_copydays_flip_and_blur():
         )
 
 
+def test_make_copydays_occlude_and_extreme():
+    data = make_copydays(n_copies_per_image=2, transforms=["occlude", "extreme"], **SMALL)
+    for group in range(3):
+        original = data.images[group]
+        occluded, description = _copy_of(data, group, "occlude")
+        area = float(description[len("occlude(area=") : -1])
+        assert occluded.shape == original.shape
+        # Only the pasted rectangle changes, and it is one colour.
+        changed = np.any(occluded != original, axis=2)
+        rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+        box = occluded[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].reshape(-1, 3)
+        assert len(np.unique(box, axis=0)) == 1
+        assert box.shape[0] / changed.size == pytest.approx(area, abs=0.01)
+        assert 0.2 <= area <= 0.45
+        extreme, description = _copy_of(data, group, "extreme")
+        steps = description[len("extreme: ") :].split(" + ")
+        assert [step.split("(")[0] for step in steps] == [
+            "crop", "tilt", "color", "occlude", "scale", "jpeg"
+        ]
+        assert 5 <= int(steps[-1][len("jpeg(quality=") : -1]) <= 12
+        # A 20-40% crop downscaled by at most a half keeps at most a tenth of the pixels.
+        assert extreme.shape[0] * extreme.shape[1] <= 0.1 * original.shape[0] * original.shape[1]
+
+
 def test_make_copydays_cycles_transforms_and_accepts_callables():
     def negative(image, random_state):
         assert isinstance(random_state, np.random.RandomState)

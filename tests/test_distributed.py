@@ -65,7 +65,8 @@ def image_paths(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pipeline(image_paths):
     extractor = CNNFeatureExtractor(
-        weights=None, max_size=48, pooling=GeMPooling(), verbose=False, random_state=0
+        backbone="resnet18", weights=None, max_size=48, pooling=GeMPooling(), verbose=False,
+        random_state=0,
     )
     return make_pipeline(extractor, PCAWhitening(n_components=8)).fit(image_paths)
 
@@ -211,7 +212,8 @@ def test_store_fingerprint_sees_fitted_weights(pipeline, image_paths, tmp_path):
         transform(pipeline, subset, chunk_size=2, store=store)
         reseeded = make_pipeline(
             CNNFeatureExtractor(
-                weights=None, max_size=48, pooling=GeMPooling(), verbose=False, random_state=1
+                backbone="resnet18", weights=None, max_size=48, pooling=GeMPooling(),
+                verbose=False, random_state=1,
             ),
             PCAWhitening(n_components=8),
         ).fit(image_paths)
@@ -282,7 +284,8 @@ def test_extractor_is_placed_on_the_worker_device(client, image_paths):
     import torch
 
     extractor = CNNFeatureExtractor(
-        weights=None, max_size=48, pooling=GeMPooling(), verbose=False, random_state=0
+        backbone="resnet18", weights=None, max_size=48, pooling=GeMPooling(), verbose=False,
+        random_state=0,
     ).fit()
     expected = extractor.transform(image_paths[:6])
     extractor.device_ = torch.device("meta")  # as if fitted where "auto" meant another device

@@ -53,7 +53,7 @@ def _extractor():
     """One tiny random-weight extractor for every image case (built once)."""
     if "extractor" not in _EXTRACTORS:
         _EXTRACTORS["extractor"] = CNNFeatureExtractor(
-            weights=None, max_size=64, verbose=False, random_state=0
+            backbone="resnet18", weights=None, max_size=64, verbose=False, random_state=0
         ).fit()
     return _EXTRACTORS["extractor"]
 
@@ -389,7 +389,7 @@ def _thread_counts_after_an_error(tmp_path):
 # The command line
 # --------------------------------------------------------------------------------------------
 
-_FAST = ["--weights", "none", "--max-size", "48", "--quiet"]
+_FAST = ["--backbone", "resnet18", "--weights", "none", "--max-size", "48", "--quiet"]
 
 
 def _one_error_line(capsys, argv, *fragments):
@@ -470,7 +470,9 @@ def _killed_indexing_resumes(tmp_path):
     from skretrieval.indexing import build_index, load_index
 
     folder = _photo_folder(tmp_path, n=6)
-    extractor = Extractor(weights=None, random_state=0, max_size=48, pooling=GeMPooling())
+    extractor = Extractor(
+        backbone="resnet18", weights=None, random_state=0, max_size=48, pooling=GeMPooling()
+    )
     clean = build_index(folder, tmp_path / "clean.index", extractor, verbose=False)
     # A crash after the first checkpoint: the next run reads it instead of describing again.
     calls = []
