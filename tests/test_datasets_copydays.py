@@ -152,7 +152,12 @@ def test_make_copydays_occlude_and_extreme():
         extreme, description = _copy_of(data, group, "extreme")
         steps = description[len("extreme: ") :].split(" + ")
         assert [step.split("(")[0] for step in steps] == [
-            "crop", "tilt", "color", "occlude", "scale", "jpeg"
+            "crop",
+            "tilt",
+            "color",
+            "occlude",
+            "scale",
+            "jpeg",
         ]
         assert 5 <= int(steps[-1][len("jpeg(quality=") : -1]) <= 12
         # A 20-40% crop downscaled by at most a half keeps at most a tenth of the pixels.

@@ -223,13 +223,15 @@ def test_sparse_covariance_regularises_few_features_with_warning(local):
     np.testing.assert_allclose(out[0], empirical_covariance(local[0]))
 
 
-def test_sparse_covariance_ledoit_wolf_needs_no_regularisation():
+@pytest.mark.parametrize("params, shrunk", [({"estimator": "ledoit_wolf"}, ledoit_wolf), ({}, oas)])
+def test_sparse_covariance_shrinkage_needs_no_regularisation(params, shrunk):
+    # The default estimator is OAS.
     rng = np.random.default_rng(3)
     few = [rng.normal(size=(3, 5)), rng.normal(size=(4, 5))]
     with warnings.catch_warnings():
         warnings.simplefilter("error", RegularizationWarning)
-        out = SparseCovariance().fit_transform(few)
-    np.testing.assert_allclose(out[0], ledoit_wolf(few[0])[0])
+        out = SparseCovariance(**params).fit_transform(few)
+    np.testing.assert_allclose(out[0], shrunk(few[0])[0])
 
 
 def test_sparse_covariance_with_mean(local):
@@ -252,7 +254,7 @@ def test_sparse_covariance_n_jobs_and_array_input(local):
     np.testing.assert_allclose(SparseCovariance(n_jobs=2).fit_transform(local), expected)
     cube = np.stack([X[:40] for X in local])
     np.testing.assert_allclose(
-        SparseCovariance().fit_transform(cube),
+        SparseCovariance(estimator="ledoit_wolf").fit_transform(cube),
         np.stack([ledoit_wolf(X[:40])[0] for X in local]),
     )
 
@@ -455,7 +457,10 @@ def test_gmm_descriptor_matches_sklearn(local, covariance_type):
     expected_cov_shape = (6, 2, 5, 5) if covariance_type == "full" else (6, 2, 5)
     assert out.covariances.shape == expected_cov_shape
     for i, X in enumerate(local):
-        model = GaussianMixture(2, covariance_type=covariance_type, random_state=0).fit(X)
+        # GMMDescriptor's default reg_covar is 1e-2 (scikit-learn's is 1e-6).
+        model = GaussianMixture(
+            2, covariance_type=covariance_type, reg_covar=1e-2, random_state=0
+        ).fit(X)
         np.testing.assert_allclose(out.weights[i], model.weights_)
         np.testing.assert_allclose(out.means[i], model.means_)
         np.testing.assert_allclose(out.covariances[i], model.covariances_)

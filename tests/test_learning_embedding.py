@@ -37,7 +37,9 @@ def test_scikit_learn_estimator_checks(estimator, check):
 
 
 def test_get_params_and_clone():
-    learner = EmbeddingLearner("triplet", n_components=8, hidden_layer_sizes=(16,), margin=0.2)
+    learner = EmbeddingLearner(
+        "triplet", n_components=8, hidden_layer_sizes=(16,), margin=0.2, kappa=16.0
+    )
     params = learner.get_params()
     assert params["loss"] == "triplet"
     assert params["hidden_layer_sizes"] == (16,)

@@ -95,6 +95,8 @@ COPYDAYS_TRANSFORMS = (
     "strong",
     "flip",
     "blur",
+    "occlude",
+    "extreme",
 )
 
 _DEFAULT_TRANSFORMS = COPYDAYS_TRANSFORMS[:8]
@@ -206,6 +208,39 @@ def _strong(image, rng):
     return image, "strong: " + " + ".join(steps)
 
 
+def _occlude(image, rng, area_range=(0.25, 0.4)):
+    # One opaque rectangle of random colour, as a caption, logo or overlaid picture would be.
+    area = rng.uniform(*area_range)
+    ratio = np.exp(rng.uniform(np.log(1 / 2), np.log(2)))
+    width, height = image.size
+    box_w = max(1, min(width, round(width * np.sqrt(area * ratio))))
+    box_h = max(1, min(height, round(width * height * area / box_w)))
+    left = rng.randint(0, width - box_w + 1)
+    top = rng.randint(0, height - box_h + 1)
+    colour = tuple(int(c) for c in rng.randint(0, 256, size=3))
+    occluded = image.copy()
+    occluded.paste(colour, (left, top, left + box_w, top + box_h))
+    covered = box_w * box_h / (width * height)
+    return occluded, f"occlude(area={covered:.2f})"
+
+
+def _extreme(image, rng):
+    # Harsher than "strong": a small crop, a larger tilt, an occlusion, a strong downscale and
+    # a very low JPEG quality, so that copy detection is far from saturated.
+    steps = []
+    for step in (
+        lambda im: _crop(im, rng, area_range=(0.2, 0.4)),
+        lambda im: _tilt(im, rng, angle_range=(10.0, 30.0)),
+        lambda im: _color(im, rng),
+        lambda im: _occlude(im, rng, area_range=(0.15, 0.3)),
+        lambda im: _scale(im, rng, factor_range=(0.3, 0.5)),
+        lambda im: _jpeg(im, rng, quality_range=(5, 12)),
+    ):
+        image, description = step(image)
+        steps.append(description)
+    return image, "extreme: " + " + ".join(steps)
+
+
 _TRANSFORM_FUNCTIONS = {
     "crop": _crop,
     "rotate": _rotate,
@@ -217,6 +252,8 @@ _TRANSFORM_FUNCTIONS = {
     "strong": _strong,
     "flip": _flip,
     "blur": _blur,
+    "occlude": _occlude,
+    "extreme": _extreme,
 }
 
 
@@ -350,12 +387,17 @@ def make_copydays(
         - ``"grayscale"``: conversion to gray levels (a no-op on gray photos);
         - ``"strong"``: crop, tilt, colour change, rescale and JPEG in a chain;
         - ``"flip"``: left-right mirror;
-        - ``"blur"``: Gaussian blur of radius 1-3 pixels.
+        - ``"blur"``: Gaussian blur of radius 1-3 pixels;
+        - ``"occlude"``: one opaque rectangle of random colour over 25-40% of the area;
+        - ``"extreme"``: a harder chain than ``"strong"``: crop to 20-40% of the area, tilt by
+          10-30 degrees, colour change, occlusion of 15-30%, downscale by 0.3-0.5 and JPEG
+          at quality 5-12.
 
-        ``None`` uses the first eight (all but ``"flip"`` and ``"blur"``). A callable is called
-        as ``transform(image, random_state)`` with an RGB :class:`PIL.Image.Image` and a
-        :class:`numpy.random.RandomState`, and returns a PIL image or a uint8 array; its
-        ``__name__`` describes the copy.
+        ``None`` uses the first eight (all but ``"flip"``, ``"blur"``, ``"occlude"`` and
+        ``"extreme"``); ``["strong", "extreme", "occlude"]`` makes a harder benchmark. A
+        callable is called as ``transform(image, random_state)`` with an RGB
+        :class:`PIL.Image.Image` and a :class:`numpy.random.RandomState`, and returns a PIL
+        image or a uint8 array; its ``__name__`` describes the copy.
     max_size : int or None, default=512
         Originals are downscaled (never upscaled) so that their longer side is at most
         ``max_size`` pixels before copies are made; ``None`` keeps their native size (at most
