@@ -1,12 +1,15 @@
 """Exact top-k search time: ImageRetriever against scikit-learn brute force and faiss.
 
 All search the same float32 database with cosine distance (faiss: inner product of unit
-vectors, ``IndexFlatIP``), in the same process. ImageRetriever runs twice: with its tiled top-k
-search (the default) and with full rows of distances (the route before tiling, forced by
-making a tile wider than the database). The script checks that all return the same neighbours
-and prints the median time of each.
+vectors, ``IndexFlatIP``) or Euclidean distance (``IndexFlatL2``), in the same process.
+ImageRetriever runs three ways: its default route (faiss's kNN on the prepared database, ties
+re-sorted by database index), its numpy route of tiles (the route before, forced by hiding
+faiss from the search) and full rows of distances (the route before tiling, forced by making a
+tile wider than the database and hiding faiss). The script checks that all return the same
+neighbours, prints the median time of each, and the memory ``fit`` keeps.
 
     python benchmarks/bench_search.py --n-database 100000 --n-features 512 --n-queries 1000
+    python benchmarks/bench_search.py --metric euclidean --threads 1 --skip-sklearn
 """
 
 import os
@@ -16,11 +19,14 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import time  # noqa: E402
+import tracemalloc  # noqa: E402
 
 import numpy as np  # noqa: E402
 from sklearn.neighbors import NearestNeighbors  # noqa: E402
 from sklearn.preprocessing import normalize  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 import skretrieval.neighbors._search as blocked_search  # noqa: E402
 from skretrieval.neighbors import ImageRetriever  # noqa: E402
@@ -43,19 +49,49 @@ def _timed(function):
     return time.perf_counter() - start, result
 
 
+@contextlib.contextmanager
+def _numpy_route(tile_columns=None):
+    """The retriever's numpy search: faiss hidden from it, tiles of ``tile_columns`` items."""
+    flat_metric, columns = blocked_search.flat_metric, blocked_search._TILE_COLUMNS
+    blocked_search.flat_metric = lambda kernel, state: None
+    blocked_search._TILE_COLUMNS = tile_columns or columns
+    try:
+        yield
+    finally:
+        blocked_search.flat_metric, blocked_search._TILE_COLUMNS = flat_metric, columns
+
+
+def _numpy_tiles(retriever, queries):
+    with _numpy_route():
+        return retriever.kneighbors(queries)
+
+
 def _full_rows(retriever, queries):
     """``retriever.kneighbors`` by the untiled route: one tile wider than the database."""
-    tile_columns = blocked_search._TILE_COLUMNS
-    blocked_search._TILE_COLUMNS = 2**62
-    try:
+    with _numpy_route(2**62):
         return retriever.kneighbors(queries)
+
+
+def _faiss_search(index, queries, k, metric):
+    if metric == "cosine":
+        similarities, indices = index.search(normalize(queries), k)
+        return 1 - similarities, indices
+    squared, indices = index.search(queries, k)
+    return np.sqrt(np.maximum(squared, 0)), indices
+
+
+def _fit_memory(metric, database):
+    """Bytes a fitted ImageRetriever holds once the caller drops its database (tracemalloc)."""
+    tracemalloc.start()
+    try:
+        given = database.copy()
+        retriever = ImageRetriever(metric=metric).fit(given)
+        del given
+        kept, _ = tracemalloc.get_traced_memory()
     finally:
-        blocked_search._TILE_COLUMNS = tile_columns
-
-
-def _faiss_search(index, queries, k):
-    similarities, indices = index.search(normalize(queries), k)
-    return 1 - similarities, indices
+        tracemalloc.stop()
+    del retriever
+    return kept
 
 
 def main(argv=None):
@@ -64,6 +100,9 @@ def main(argv=None):
     parser.add_argument("--n-features", type=int, default=512)
     parser.add_argument("--n-queries", type=int, default=1000)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine")
+    parser.add_argument("--threads", type=int, default=None, help="BLAS and OpenMP threads")
+    parser.add_argument("--skip-full-rows", action="store_true", help="the slowest route")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-sklearn", action="store_true", help="its brute force is slow")
     args = parser.parse_args(argv)
@@ -72,18 +111,30 @@ def main(argv=None):
     database = _clustered(args.n_database, args.n_features, rng)
     queries = _clustered(args.n_queries, args.n_features, rng)
 
-    ours = ImageRetriever(n_neighbors=args.k, metric="cosine")
+    if args.threads is not None:
+        threadpool_limits(args.threads)
+        if faiss is not None:
+            faiss.omp_set_num_threads(args.threads)
+    metric = args.metric
+    ours = ImageRetriever(n_neighbors=args.k, metric=metric)
     fit_ours, _ = _timed(lambda: ours.fit(database))
     methods = {
-        "skretrieval ImageRetriever (tiled)": (fit_ours, lambda: ours.kneighbors(queries)),
-        "skretrieval, full rows (before)": (fit_ours, lambda: _full_rows(ours, queries)),
+        "skretrieval ImageRetriever": (fit_ours, lambda: ours.kneighbors(queries)),
+        "skretrieval, numpy tiles (before)": (fit_ours, lambda: _numpy_tiles(ours, queries)),
     }
+    if not args.skip_full_rows:
+        methods["skretrieval, numpy full rows"] = (fit_ours, lambda: _full_rows(ours, queries))
     if faiss is not None:
-        index = faiss.IndexFlatIP(args.n_features)
-        fit_faiss, _ = _timed(lambda: index.add(normalize(database)))
-        methods["faiss IndexFlatIP"] = (fit_faiss, lambda: _faiss_search(index, queries, args.k))
+        flat = faiss.IndexFlatIP if metric == "cosine" else faiss.IndexFlatL2
+        index = flat(args.n_features)
+        added = normalize(database) if metric == "cosine" else database
+        fit_faiss, _ = _timed(lambda: index.add(added))
+        methods[f"faiss {flat.__name__}"] = (
+            fit_faiss,
+            lambda: _faiss_search(index, queries, args.k, metric),
+        )
     if not args.skip_sklearn:
-        theirs = NearestNeighbors(n_neighbors=args.k, metric="cosine", algorithm="brute")
+        theirs = NearestNeighbors(n_neighbors=args.k, metric=metric, algorithm="brute")
         fit_theirs, _ = _timed(lambda: theirs.fit(database))
         methods["sklearn NearestNeighbors (brute)"] = (
             fit_theirs,
@@ -98,12 +149,16 @@ def main(argv=None):
             elapsed, results[name] = _timed(search)
             times[name].append(elapsed)
 
+    threads = "all" if args.threads is None else args.threads
     print(
         f"database {args.n_database} x {args.n_features} float32, {args.n_queries} queries, "
-        f"k={args.k}, cosine, median of {args.repeats}"
+        f"k={args.k}, {metric}, threads: {threads}, median of {args.repeats}"
     )
     print(f"{'':36s}{'fit (s)':>9s}{'search (s)':>12s}{'queries/s':>11s}{'same top-k':>12s}")
-    reference_distances, reference_indices = results["skretrieval ImageRetriever (tiled)"]
+    reference_distances, reference_indices = results["skretrieval ImageRetriever"]
+    before = results["skretrieval, numpy tiles (before)"][1]
+    print(f"identical neighbour lists (order included) to the numpy route: "
+          f"{np.mean(np.all(before == reference_indices, axis=1)):.4f} of the queries")
     for name, (fit_time, _) in methods.items():
         search = float(np.median(times[name]))
         distances, indices = results[name]
@@ -115,6 +170,13 @@ def main(argv=None):
             + ", ".join(f"{t:.2f}" for t in times[name])
             + ")"
         )
+    if faiss is not None:
+        ratio = np.median(times["skretrieval ImageRetriever"]) / np.median(
+            times[f"faiss {flat.__name__}"]
+        )
+        print(f"ImageRetriever / faiss: {ratio:.3f}")
+    kept = _fit_memory(metric, database)
+    print(f"fit keeps {kept / 2**20:.1f} MiB ({kept / database.nbytes:.2f}x the database)")
 
 
 if __name__ == "__main__":

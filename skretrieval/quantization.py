@@ -10,34 +10,18 @@ each vector as its residual from its cell centre (IVF-PQ, ibid. Section IV).
 The k-means training, encoding and table-based search run in faiss.
 """
 
-import contextlib
 from numbers import Integral
 
 import faiss
 import numpy as np
-from joblib import cpu_count
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from skretrieval._utils.faiss_threads import faiss_threads as _faiss_threads
+
 __all__ = ["ProductQuantizer"]
-
-
-@contextlib.contextmanager
-def _faiss_threads():
-    """Run faiss with no more OpenMP threads than the CPUs this process may use.
-
-    OpenMP counts the machine's cores, not the container's CPU quota (which joblib reads),
-    and oversubscribed OpenMP threads spin. The previous setting is restored on exit, so
-    importing or using this module never changes faiss's global state for other code.
-    """
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(max(1, min(previous, cpu_count())))
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(previous)
 
 
 def _as_faiss_input(X):

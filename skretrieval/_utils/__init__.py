@@ -9,6 +9,8 @@ l2_normalize``), never another module's underscore names:
   numpy arrays (and torch tensors where said);
 - :mod:`~skretrieval._utils.batching` -- items of equal shape grouped into batches;
 - :mod:`~skretrieval._utils.files` -- the sha256 of a file's contents;
+- :mod:`~skretrieval._utils.faiss_threads` -- faiss's OpenMP threads capped and restored (faiss
+  imported when used);
 - :mod:`~skretrieval._utils.devices` -- torch devices, mixed precision and pixel tensors. The
   only torch module here: only :mod:`skretrieval.extraction` and :mod:`skretrieval.learning`
   import it.

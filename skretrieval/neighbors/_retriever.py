@@ -318,10 +318,19 @@ class ImageRetriever(BaseEstimator):
                 )
             check_consistent_length(np.empty(n_samples), y)
         fit_state = self._kernel.prepare(X, **(self.metric_params or {}))
+        # Cosine: the unit rows are also the database items as queries (X=None), searched as
+        # they are; the database as given is not kept (one float copy of it, not two).
+        prepared = self._kernel.descriptor == "vectors" and self._kernel.name == "cosine"
+        X = fit_state if prepared else X
         if self.dba_neighbors is not None:
-            fit_state = self._augment_database(X, fit_state, n_samples)
+            fit_state = self._augment_database(X, fit_state, n_samples, prepared)
         # The graph of the database as searched (DBA applied: its unit rows are the queries).
-        rows = partial(self._search_blocks, fit_state if self.dba_neighbors else X, fit_state)
+        rows = partial(
+            self._search_blocks,
+            fit_state if self.dba_neighbors else X,
+            fit_state,
+            prepared_queries=prepared and not self.dba_neighbors,
+        )
         reranker = fit_reranker(
             self, partial(rows, exclude_self=True, n_database=n_samples), n_samples
         )
@@ -336,6 +345,7 @@ class ImageRetriever(BaseEstimator):
         self.y_ = y
         self.quantizer_ = quantizer
         self._reranker = reranker
+        self._fit_X_prepared = prepared and quantizer is None
         if quantizer is None:
             self._fit_X = X
             self._fit_state = fit_state
@@ -344,11 +354,16 @@ class ImageRetriever(BaseEstimator):
             self._fit_X = self._fit_state = None
         return self
 
-    def _augment_database(self, X, database, n_samples):
+    def _augment_database(self, X, database, n_samples, prepared):
         """Database-side augmentation: one leave-one-out kNN of the database, one weighted sum."""
         distances, indices = concatenate_top_k(
             self._search_blocks(
-                X, database, exclude_self=True, n_database=n_samples, n_neighbors=self.dba_neighbors
+                X,
+                database,
+                exclude_self=True,
+                n_database=n_samples,
+                n_neighbors=self.dba_neighbors,
+                prepared_queries=prepared,
             )
         )
         return aggregate_neighbours(database, database, indices, 1 - distances, self.dba_alpha)
@@ -425,6 +440,7 @@ class ImageRetriever(BaseEstimator):
             database_state,
             exclude_self=exclude_self,
             expand=self.query_expansion is not None,
+            prepared_queries=exclude_self and getattr(self, "_fit_X_prepared", False),
         )
         reranker = getattr(self, "_reranker", None)
         yield from blocks if reranker is None else rerank_blocks(reranker, blocks)
@@ -450,6 +466,7 @@ class ImageRetriever(BaseEstimator):
             expand=self.query_expansion is not None,
             # Re-ranking needs the full rows, then keeps the top n_neighbors of the new ones.
             n_neighbors=n_neighbors if reranker is None else None,
+            prepared_queries=X is None and getattr(self, "_fit_X_prepared", False),
         )
         if reranker is not None:
             blocks = rerank_blocks(reranker, blocks, n_neighbors)
@@ -464,6 +481,7 @@ class ImageRetriever(BaseEstimator):
         expand=False,
         n_database=None,
         n_neighbors=None,
+        prepared_queries=False,
     ):
         """The blocks of :meth:`distance_blocks` against a given database state.
 
@@ -492,6 +510,7 @@ class ImageRetriever(BaseEstimator):
             n_expansion=self.qe_neighbors if expand else None,
             alpha=self.qe_alpha if self.query_expansion == "alpha" else None,
             expand_queries=expand_queries,
+            prepared_queries=prepared_queries,
         )
 
     def kneighbors(self, X=None, n_neighbors=None, return_distance=True):

@@ -1,11 +1,18 @@
 """Exact search by blocks of queries: full rows of distances, or the top k of each query tiled
-over the database, with query expansion in every block."""
+over the database (by faiss's kNN for float32 vectors, neighbors/_flat.py), with query
+expansion in every block."""
 
 import numpy as np
-from joblib import Parallel, delayed, effective_n_jobs
+from joblib import Parallel, cpu_count, delayed, effective_n_jobs
 from sklearn import get_config
 
 from skretrieval.neighbors._expansion import expanded_search
+from skretrieval.neighbors._flat import (
+    FLAT_BLOCK_ROWS,
+    flat_metric,
+    flat_queries_fit,
+    flat_smallest_k,
+)
 from skretrieval.neighbors._quantized import (
     Reconstructions,
     prepare_quantized_queries,
@@ -40,6 +47,13 @@ def _row_slicer(state, n_rows):
     return None
 
 
+def _take_rows(state, rows):
+    """The rows ``rows`` of a prepared vector state: an array, or a tuple of arrays."""
+    if isinstance(state, np.ndarray):
+        return state[rows]
+    return tuple(part[rows] for part in state)
+
+
 def _block_size(n_queries, n_database, n_threads, tiles=None):
     """Number of queries searched together, one block per thread at a time.
 
@@ -71,6 +85,7 @@ def search_blocks(
     n_expansion=None,
     alpha=None,
     expand_queries=None,
+    prepared_queries=False,
 ):
     """Yield ``(start, stop, distances)`` for consecutive blocks of queries.
 
@@ -111,6 +126,9 @@ def search_blocks(
         are not vectors (the Riemannian mean of SPD matrices), given the raw queries of a
         block and their ``n_expansion`` nearest database items; used instead of the vector
         expansion.
+    prepared_queries : bool, default=False
+        Whether ``queries`` are already prepared by the kernel (the unit rows of a cosine
+        database, searched against itself): they are then searched as they are.
     """
     n_queries = kernel.n_samples(queries)
     n_threads = effective_n_jobs(n_jobs)
@@ -127,10 +145,19 @@ def search_blocks(
         columns = max(_TILE_COLUMNS, 4 * k)
         return columns if columns < n_database else None
 
+    # float32 vectors: the top k by faiss's kNN where it can (neighbors/_flat.py); n_jobs
+    # threads search blocks at once and share the CPUs.
+    flat = None
+    if not quantized and getattr(queries, "dtype", None) == np.float32:
+        flat = flat_metric(kernel, database_state)
+    flat_threads = max(1, cpu_count() // n_threads)
     searches = [n_neighbors] + ([n_expansion] if n_expansion is not None else [])
     tiled = n_neighbors is not None and all(tile_columns(k) for k in searches)
     tiles = list(map(tile_columns, searches)) if tiled else None
     block_size = _block_size(n_queries, n_database, n_threads, tiles)
+    if flat is not None and n_neighbors is not None:
+        # faiss tiles the database itself and multiplies matrices only for large blocks.
+        block_size = max(block_size, min(FLAT_BLOCK_ROWS, -(-n_queries // n_threads)))
     if quantized:
 
         def prepare(X):
@@ -151,8 +178,8 @@ def search_blocks(
         pairwise = kernel.pairwise
         expansion_database = database_state
 
-    def search(query_state, start, columns=None):
-        """Distances of the queries from ``start`` on to the database items ``columns``.
+    def search(query_state, query_ids, columns=None):
+        """Distances of the queries ``query_ids`` to the database items ``columns``.
 
         ``columns`` is a ``(first, stop)`` range of database items, or None for all.
         """
@@ -164,40 +191,60 @@ def search_blocks(
             distances = pairwise(query_state, database_rows(*columns))
         if exclude_self:
             rows = np.arange(len(distances))
-            own = start + rows - first
+            own = query_ids - first
             inside = (own >= 0) & (own < distances.shape[1])
             distances[rows[inside], own[inside]] = np.inf
         return distances
 
-    def search_smallest_k(query_state, start, k):
+    def numpy_smallest_k(query_state, query_ids, k):
         columns = tile_columns(k)
         if columns is None:
-            return smallest_k(search(query_state, start), k)
+            return smallest_k(search(query_state, query_ids), k)
         return tiled_smallest_k(
-            lambda first, stop: search(query_state, start, (first, stop)),
+            lambda first, stop: search(query_state, query_ids, (first, stop)),
             n_database,
             k,
             columns,
         )
 
+    def search_smallest_k(query_state, query_ids, k):
+        if flat is None or not flat_queries_fit(flat, query_state):
+            return numpy_smallest_k(query_state, query_ids, k)
+        distances, indices, unresolved = flat_smallest_k(
+            query_state,
+            database_state,
+            flat,
+            k,
+            own=query_ids if exclude_self else None,
+            max_threads=flat_threads,
+        )
+        if len(unresolved):
+            # Rows with a great many ties across the k-th place.
+            distances[unresolved], indices[unresolved] = numpy_smallest_k(
+                _take_rows(query_state, unresolved), query_ids[unresolved], k
+            )
+        return distances, indices
+
     def block(start):
         stop = min(start + block_size, n_queries)
+        query_ids = np.arange(start, stop)
 
         def final_search(query_state):
             if n_neighbors is None:
-                return (search(query_state, start),)
-            return search_smallest_k(query_state, start, n_neighbors)
+                return (search(query_state, query_ids),)
+            return search_smallest_k(query_state, query_ids, n_neighbors)
 
         # In leave-one-out mode the query is at +inf from itself, so its k expansion
         # neighbours are other items and it enters the sum once, with weight 1.
         if expand_queries is not None:
             raw = queries[start:stop]
-            _, indices = search_smallest_k(prepare(raw), start, n_expansion)
+            _, indices = search_smallest_k(prepare(raw), query_ids, n_expansion)
             return start, stop, *final_search(prepare(expand_queries(raw, indices)))
+        block_queries = queries[start:stop]
         return start, stop, *expanded_search(
-            prepare(queries[start:stop]),
+            block_queries if prepared_queries else prepare(block_queries),
             final_search,
-            first_search=lambda query_state, k: search_smallest_k(query_state, start, k),
+            first_search=lambda query_state, k: search_smallest_k(query_state, query_ids, k),
             neighbour_vectors=lambda indices: (expansion_database, indices),
             n_expansion=n_expansion,
             alpha=alpha,
