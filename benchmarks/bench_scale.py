@@ -288,7 +288,7 @@ def _markdown(rows, args, float_bytes, n_sklearn, track):
         lines.append("")
     lines.append(
         "Index: the searchable database as stored (float32 vectors or uint8 codes; "
-        "ImageRetriever keeps the database given to fit and its L2-normalised copy). "
+        "ImageRetriever keeps, for cosine, only the L2-normalised copy). "
         "Serialized: the whole faiss index (codes, codebooks, coarse centroids and, for IVF, an "
         "int64 id per vector). ProductQuantizer also keeps a copy of the codes in `codes_`. "
         "Fit times include k-means training (faiss subsamples at most 256 points per "
