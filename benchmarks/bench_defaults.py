@@ -21,8 +21,8 @@ Every option is crossed with every normalisation (the normalisation changes the 
 - ``orl``: the ORL faces (40 people x 10), MobileNetV2 (ImageNet weights) feature maps at
   ``max_size=224`` as in ``bench_orl.py``; ``LocalPCA(n_components=16)``.
 - ``copydays-hard``: ``make_copydays(n_copies_per_image=9, sources="all", transforms=["strong",
-  "extreme", "occlude"], max_size=256)``: 11 photos and 99 hard copies, MobileNetV2 maps at
-  ``max_size=256``; ``LocalPCA(n_components=16)``.
+  "extreme", "occlude"], max_size=256)`` (``hard_copydays`` in ``_datasets.py``): 11 photos and
+  99 hard copies, MobileNetV2 maps at ``max_size=256``; ``LocalPCA(n_components=16)``.
 
 A covariance estimator that raises an error on a dataset (the graphical lasso with its default
 ``alpha`` on ill-conditioned images) scores 0 there. Rules: each default is the option with the
@@ -48,9 +48,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from _datasets import hard_copydays
 from sklearn.datasets import load_digits
 
-from skretrieval.datasets import load_image_folder, make_copydays
+from skretrieval.datasets import load_image_folder
 from skretrieval.descriptors import GMMDescriptor, LocalPCA, SparseCovariance
 from skretrieval.extraction import CNNFeatureExtractor
 from skretrieval.metrics import mean_average_precision
@@ -80,13 +81,7 @@ def orl_maps(root):
 
 
 def copydays_maps():
-    images, target = make_copydays(
-        n_copies_per_image=9,
-        sources="all",
-        transforms=["strong", "extreme", "occlude"],
-        max_size=256,
-        return_X_y=True,
-    )
+    images, target = hard_copydays(max_size=256, return_X_y=True)
     extractor = CNNFeatureExtractor(max_size=256, verbose=False)
     return extractor.fit_transform(images), target, 16
 

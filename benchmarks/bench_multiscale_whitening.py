@@ -1,12 +1,18 @@
-"""Multi-scale descriptors and whitening for small collections: mAP on two small benchmarks.
+"""Multi-scale descriptors and whitening for small collections: mAP on small benchmarks.
 
 Datasets:
 
 - Copydays-style: :func:`skretrieval.datasets.make_copydays` with all the offline photos
-  (``sources="all"``) and 20 transformed copies each; relevant = other versions of the photo.
+  (``sources="all"``) and 20 transformed copies each; relevant = other versions of the photo
+  (``--copydays plain``).
+- Harder Copydays-style: the set of ``bench_defaults.py`` (``hard_copydays`` in
+  ``_datasets.py``: 11 photos, 9 copies each made only with the ``"strong"``, ``"extreme"`` and
+  ``"occlude"`` transforms) at 256 px (``--copydays hard``). ``--copydays both`` (the default)
+  runs the two.
 - ORL faces (Olivetti Research Laboratory / AT&T Laboratories Cambridge; Samaria and Harter,
   1994): 40 people, 10 faces each, at ``../shared/data/orl_faces`` (or ``--orl-root``);
-  relevant = same person. Skipped, with a note, when the folder is missing.
+  relevant = same person. Skipped, with a note, when the folder is missing, or with
+  ``--no-orl``.
 
 Every descriptor comes from pretrained MobileNetV2 (ImageNet weights, as ``skretrieval demo``).
 Three measurements, all leave-one-out (each image queries all the others it is searched with),
@@ -23,7 +29,8 @@ mAP with ``"step"`` interpolation:
    ``s`` in 0, 0.1, 0.5; mean over the two halves and three random draws. ``n_components``
    above what a training set allows is capped (with a warning, silenced here).
 
-    python benchmarks/bench_multiscale_whitening.py [--orl-root DIR] [--output FILE]
+    python benchmarks/bench_multiscale_whitening.py [--orl-root DIR] [--no-orl]
+        [--copydays {plain,hard,both}] [--output FILE]
 """
 
 import argparse
@@ -32,6 +39,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from _datasets import hard_copydays
 
 from skretrieval.datasets import load_image_folder, make_copydays
 from skretrieval.extraction import CNNFeatureExtractor
@@ -62,9 +70,15 @@ def _halves(labels):
     return first, ~first
 
 
-def _datasets(orl_root, notes):
-    data = make_copydays(n_copies_per_image=20, sources="all", max_size=384, random_state=0)
-    yield "Copydays-style", list(data.images), np.asarray(data.target), 384
+def _datasets(orl_root, copydays, notes):
+    if copydays in ("plain", "both"):
+        data = make_copydays(n_copies_per_image=20, sources="all", max_size=384, random_state=0)
+        yield "Copydays-style", list(data.images), np.asarray(data.target), 384
+    if copydays in ("hard", "both"):
+        data = hard_copydays(max_size=256)
+        yield "Harder Copydays-style", list(data.images), np.asarray(data.target), 256
+    if orl_root is None:
+        return
     if not Path(orl_root).is_dir():
         notes.append(f"ORL faces not found at {orl_root}: skipped.")
         return
@@ -141,7 +155,8 @@ def _measure(name, images, labels, max_size, rows):
             pool = np.flatnonzero(~searched)
             size = min(n_train, len(pool))
             draws.extend((searched, rng.choice(pool, size, replace=False)) for _ in range(N_DRAWS))
-        size = len(draws[0][1])
+        # The two halves may cap the draws at different sizes: name both.
+        size = "/".join(str(n) for n in sorted({len(train) for _, train in draws}))
         for shrinkage in SHRINKAGES:
             scores = []
             for searched, train in draws:
@@ -167,11 +182,19 @@ def _pca_after(pooling, train, test):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orl-root", type=Path, default=ORL_ROOT, help="ORL faces folder")
+    parser.add_argument("--no-orl", action="store_true", help="skip the ORL faces")
+    parser.add_argument(
+        "--copydays",
+        choices=("plain", "hard", "both"),
+        default="both",
+        help="which Copydays-style set(s): the plain one, the harder one (default: both)",
+    )
     parser.add_argument("--output", type=Path, help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
     rows, notes = [], []
     start = time.perf_counter()
-    for name, images, labels, max_size in _datasets(args.orl_root, notes):
+    orl_root = None if args.no_orl else args.orl_root
+    for name, images, labels, max_size in _datasets(orl_root, args.copydays, notes):
         _measure(name, images, labels, max_size, rows)
     lines = ["| dataset | measurement | pipeline | mAP |", "|---|---|---|---:|"]
     lines += [f"| {d} | {s} | {p} | {score:.4f} |" for d, s, p, score, _ in rows]
