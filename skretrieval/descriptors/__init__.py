@@ -8,7 +8,7 @@ Each image is described by a probability distribution of its local CNN features 
   bounded random sample of them, giving *LocalFeatures*: a list of ``(h_i * w_i, d)`` arrays.
 - :class:`SparseCovariance` turns each image's local features into one SPD covariance matrix
   (empirical, Ledoit-Wolf, OAS or sparse-precision graphical lasso), optionally embedding the
-  whole Gaussian ``N(m, S)`` as a ``(d + 1) x (d + 1)`` SPD matrix.
+  whole Gaussian ``N(m, S)`` as a ``(d + 1) x (d + 1)`` SPD matrix [2]_.
 - :class:`GMMDescriptor` fits a Gaussian mixture per image and returns them in a
   :class:`GaussianMixtures` container, which indexes like an array so that scikit-learn's
   cross-validation splitting keeps it intact.

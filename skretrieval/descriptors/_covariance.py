@@ -19,7 +19,7 @@ class RegularizationWarning(UserWarning):
 
 
 def gaussian_to_spd(means, covariances):
-    """Embed Gaussians ``N(m, S)`` as SPD matrices ``[[S + m m^T, m], [m^T, 1]]`` [2]_.
+    """Embed Gaussians ``N(m, S)`` as SPD ``[[S + m m^T, m], [m^T, 1]]`` (Lovric et al. 2000).
 
     The embedding is a bijection between ``d``-variate Gaussians and ``(d + 1) x (d + 1)``
     SPD matrices with last diagonal entry 1; its Schur complement is ``S``, so it is SPD
@@ -98,7 +98,7 @@ class SparseCovariance(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
     """One SPD covariance matrix per image from its local features.
 
     Each image is modelled by a Gaussian of its local features (e.g. the output of
-    :class:`LocalPCA`) and described by its covariance [1]_, estimated with one of
+    :class:`LocalPCA`) and described by its covariance (Qian et al. 2017), estimated with one of
     scikit-learn's estimators. The output is guaranteed SPD: an estimate whose smallest
     eigenvalue is at most ``reg * tr(S) / d`` (always the case for ``"empirical"`` when an
     image has no more local features than dimensions) is shrunk towards a scaled identity,
@@ -129,7 +129,7 @@ class SparseCovariance(TransformerMixin, BaseEstimator, auto_wrap_output_keys=No
         Treat the local features as zero-mean (second moments instead of covariances).
     with_mean : bool, default=False
         Describe each image by its whole Gaussian ``N(m, S)``, embedded as the
-        ``(d + 1) x (d + 1)`` SPD matrix ``[[S + m m^T, m], [m^T, 1]]`` [2]_ (see
+        ``(d + 1) x (d + 1)`` SPD matrix ``[[S + m m^T, m], [m^T, 1]]`` (Lovric et al. 2000; see
         :func:`gaussian_to_spd`). Incompatible with ``assume_centered=True``. A covariance
         lost in the rounding of ``m m^T`` (a tiny spread far from zero) raises a
         ``ValueError`` naming the image.

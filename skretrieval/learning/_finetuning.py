@@ -60,11 +60,11 @@ class RetrievalFineTuner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     The network is a torchvision trunk (as :class:`~skretrieval.extraction.CNNFeatureExtractor`
     cuts it) followed by a differentiable pooling head that outputs L2-normalised descriptors:
 
-    - ``pooling="rmac"`` (Gordo et al. [1]_): each region of the R-MAC grid
+    - ``pooling="rmac"`` (Gordo et al. 2017): each region of the R-MAC grid
       (:func:`~skretrieval.pooling.rmac_regions`, 3 levels) is max-pooled and L2-normalised,
       goes through a shared fully connected layer with bias (the PCA shift and projection),
       is L2-normalised again; the regions are summed and the sum L2-normalised.
-    - ``pooling="gem"`` (Radenovic et al. [2]_): generalised mean pooling with a learnable
+    - ``pooling="gem"`` (Radenovic et al. 2018): generalised mean pooling with a learnable
       exponent ``p``, L2, the fully connected whitening layer, L2.
 
     The whitening layer starts as the PCA whitening of the initial descriptors (of the region

@@ -3,7 +3,9 @@
 Each pooling is a pure function working on a batch of equally sized maps, shape
 ``(..., C, h, w)`` -> ``(..., C)``, plus a stateless scikit-learn transformer around it that
 accepts ragged collections of maps (a list of ``(C, h_i, w_i)`` arrays), an ``(n, C, h, w)``
-array, or an ``(n, C)`` array read as ``n`` maps of size 1x1.
+array, or an ``(n, C)`` array read as ``n`` maps of size 1x1. The poolings are those of
+Babenko and Lempitsky [1]_ (SPoC), Tolias et al. [2]_ (MAC, R-MAC) and Radenovic et al. [3]_
+(GeM).
 
 References
 ----------

@@ -62,7 +62,7 @@ def center_prior_weights(height, width):
 
 
 def spoc(fmaps, *, center_prior=True):
-    """SPoC: sum-pool each channel over space, optionally weighted by a centre prior [1]_.
+    """SPoC (Babenko & Lempitsky 2015): sum-pool each channel, optionally with a centre prior.
 
     Parameters
     ----------
@@ -88,7 +88,7 @@ def spoc(fmaps, *, center_prior=True):
 
 
 def mac(fmaps):
-    """MAC: maximum of each channel over space [2]_.
+    """MAC: maximum of each channel over space (Tolias et al. 2016).
 
     Parameters
     ----------
@@ -105,7 +105,7 @@ def mac(fmaps):
 
 
 def gem(fmaps, *, p=3.0, eps=1e-6):
-    """GeM: generalised mean ``(mean over space of max(x, eps)**p) ** (1/p)`` per channel [3]_.
+    """GeM (Radenovic et al. 2018): ``(mean over space of max(x, eps)**p) ** (1/p)`` per channel.
 
     ``p = 1`` is average pooling of the clamped map and ``p -> inf`` tends to max pooling
     (``p = inf`` is exactly max pooling). The per-channel maximum ``m`` is factored out,
@@ -197,7 +197,7 @@ def _rmac_grid(height, width, levels, overlap):
 
 
 def rmac_regions(height, width, levels=3, overlap=0.4):
-    """Regions of the R-MAC grid [2]_ for a ``height x width`` feature map.
+    """Regions of the R-MAC grid (Tolias et al. 2016) for a ``height x width`` feature map.
 
     With ``s = min(height, width)``, level ``l = 1..levels`` has square regions of side
     ``floor(2 s / (l + 1))``, ``l`` positions along the short side and ``l + e`` along the long
@@ -269,7 +269,7 @@ def _level_region_maxima(fmaps, levels, overlap):
 
 
 def rmac_region_vectors(fmaps, *, levels=3, overlap=0.4):
-    """MAC vectors of the regions of the :func:`rmac_regions` grid, one row per region [2]_.
+    """MAC vectors of the :func:`rmac_regions` grid (Tolias et al. 2016), one row per region.
 
     Parameters
     ----------
@@ -300,7 +300,7 @@ def rmac_region_vectors(fmaps, *, levels=3, overlap=0.4):
 
 
 def rmac(fmaps, *, levels=3, overlap=0.4):
-    """R-MAC: sum of the L2-normalised MAC vectors of the :func:`rmac_regions` grid [2]_.
+    """R-MAC (Tolias et al. 2016): sum of the L2-normalised MACs of the :func:`rmac_regions` grid.
 
     Parameters
     ----------
