@@ -524,17 +524,22 @@ def _load_payload(path, payload, trusted_names):
     except MemoryError:
         raise
     except (ImportError, AttributeError) as exc:
-        raise FileFormatError(
-            f"Cannot load {path}: it refers to code that this installation lacks "
-            f"({type(exc).__name__}: {exc}); it may have been written by other versions of "
-            "skretrieval or its dependencies."
-        ) from exc
+        raise _lacking_code(path, exc) from exc
     except Exception as exc:
         raise FileFormatError(
             f"Cannot rebuild the objects stored in {path} ({type(exc).__name__}: {exc}); the "
             "file is damaged or was written by other versions of skretrieval or its "
             "dependencies."
         ) from exc
+
+
+def _lacking_code(path, exc):
+    """The error for a file that refers to code this installation does not have."""
+    return FileFormatError(
+        f"Cannot load {path}: it refers to code that this installation lacks "
+        f"({type(exc).__name__}: {exc}); it may have been written by other versions of "
+        "skretrieval or its dependencies."
+    )
 
 
 def _load_pickle(path, head, allow_pickle):
@@ -557,11 +562,7 @@ def _load_pickle(path, head, allow_pickle):
         raise
     except (ImportError, AttributeError) as exc:
         # A valid pickle that refers to code this installation does not have.
-        raise FileFormatError(
-            f"Cannot load {path}: it refers to code that this installation lacks "
-            f"({type(exc).__name__}: {exc}); it may have been written by other versions of "
-            "skretrieval or its dependencies."
-        ) from exc
+        raise _lacking_code(path, exc) from exc
     except Exception as exc:
         raise FileFormatError(
             f"{path} is not a file written by skretrieval.persistence.save: joblib cannot read "

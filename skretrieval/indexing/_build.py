@@ -448,16 +448,16 @@ def _describe_on_cluster(model, paths, positions, on_error, client, piece):
     except ImageReadError as exc:
         raise _cannot_index(exc, paths[exc.index], positions[exc.index]) from None
     except NoReadableImageError as exc:  # every image of this piece is unreadable: all skipped
-        reasons = [None] * len(paths)
-        for index, _, reason in exc.skipped:
-            reasons[index] = reason
-        return [None] * len(paths), reasons
+        descriptors, skipped = [None] * len(paths), exc.skipped
+    else:
+        descriptors = [
+            row if valid else None
+            for row, valid in zip(result.descriptors, result.valid, strict=True)
+        ]
+        skipped = result.skipped
     reasons = [None] * len(paths)
-    for index, _, reason in result.skipped:
+    for index, _, reason in skipped:
         reasons[index] = reason
-    descriptors = [
-        row if valid else None for row, valid in zip(result.descriptors, result.valid, strict=True)
-    ]
     return descriptors, reasons
 
 
