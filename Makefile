@@ -24,12 +24,12 @@ demo: $(STAMP)
 # Lint (absolute imports only), the import contracts of pyproject.toml, then the tests and
 # every docstring example of the package.
 test: $(STAMP)
-	$(PY) -m ruff check skretrieval tests benchmarks docs
+	$(PY) -m ruff check skretrieval tests benchmarks docs conftest.py
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check skretrieval tests benchmarks docs
+	$(PY) -m ruff check skretrieval tests benchmarks docs conftest.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_extraction.py
