@@ -1,4 +1,6 @@
-"""Every code block of ``README.md`` and ``docs/*.md`` runs in ``make test``, through sybil.
+"""Every code block of ``README.md`` and the docs (``*.md``, ``*.rst``) runs in ``make test``.
+
+Sybil finds the blocks:
 
 - ```` ```python ```` blocks run one by one and each alone: a fresh namespace in a fresh, empty
   working folder. A block that uses a name it does not define, or a file it does not write,
@@ -10,8 +12,8 @@
   those are parsed by the command's own argument parser, so a wrong option or value fails.
   ``pip install`` lines must name this distribution with extras that exist, ``make`` targets
   must exist (``make -n``), and ``dask`` options must be in ``dask ... --help``.
-- ```` ```yaml ```` blocks must parse. ```` ```text ```` and ```` ```console ```` blocks (output,
-  layouts) are not code.
+- ```` ```yaml ```` blocks must parse. ```` ```text ```` blocks (output, layouts) are not code;
+  ``tests/test_docs_snippets.py`` checks that every block names one of these languages.
 """
 
 import os
@@ -27,6 +29,7 @@ import pytest
 from sybil import Sybil
 from sybil.evaluators.python import pad
 from sybil.parsers.markdown import CodeBlockParser
+from sybil.parsers.rest import CodeBlockParser as RestCodeBlockParser
 
 ROOT = Path(__file__).resolve().parent
 
@@ -162,12 +165,23 @@ def in_empty_folder(tmp_path, monkeypatch):
     return tmp_path
 
 
-pytest_collect_file = Sybil(
-    parsers=[
-        CodeBlockParser(language="python", evaluator=_run_python_alone),
-        CodeBlockParser(language="bash", evaluator=_run_shell),
-        CodeBlockParser(language="yaml", evaluator=_parse_yaml),
-    ],
-    patterns=["README.md", "docs/*.md"],
-    fixtures=["in_empty_folder", "shell_example_files"],
+_FIXTURES = ["in_empty_folder", "shell_example_files"]
+pytest_collect_file = (
+    Sybil(
+        parsers=[
+            CodeBlockParser(language="python", evaluator=_run_python_alone),
+            CodeBlockParser(language="bash", evaluator=_run_shell),
+            CodeBlockParser(language="yaml", evaluator=_parse_yaml),
+        ],
+        patterns=["README.md", "docs/*.md"],
+        fixtures=_FIXTURES,
+    )
+    + Sybil(
+        parsers=[
+            RestCodeBlockParser(language="python", evaluator=_run_python_alone),
+            RestCodeBlockParser(language="bash", evaluator=_run_shell),
+        ],
+        patterns=["docs/*.rst"],
+        fixtures=_FIXTURES,
+    )
 ).pytest()
