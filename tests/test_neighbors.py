@@ -182,3 +182,33 @@ def test_smallest_k_is_exact_on_both_routes(shape, k, kind):
     np.testing.assert_array_equal(values, np.sort(distances, axis=1)[:, :k])
     np.testing.assert_array_equal(np.take_along_axis(distances, indices, axis=1), values)
     assert all(len(set(row)) == k for row in indices)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_score_without_queries_is_leave_one_out(metric):
+    # Oracle: scikit-learn's average precision of each item against all the others.
+    from sklearn.metrics import average_precision_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from skretrieval.metrics import map_scorer
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(5), 4)
+    X = rng.normal(size=(5, 8))[y] + 0.8 * rng.normal(size=(20, 8))
+    retriever = ImageRetriever(metric=metric).fit(X, y)
+    distances = retriever.kneighbors(X, n_neighbors=20, return_distance=True)[0]
+    ranks = retriever.kneighbors(X, n_neighbors=20, return_distance=False)
+    expected = []
+    for i in range(20):
+        others = ranks[i] != i
+        expected.append(
+            average_precision_score(y[ranks[i][others]] == y[i], -distances[i][others])
+        )
+    assert retriever.score(None, y) == pytest.approx(np.mean(expected), rel=1e-12)
+    # The scorer on a pipeline too: the fitted database queries itself, nothing is transformed.
+    pipeline = make_pipeline(StandardScaler(), ImageRetriever(metric=metric)).fit(X, y)
+    Xt = StandardScaler().fit_transform(X)
+    assert map_scorer(pipeline, None, y) == pytest.approx(
+        ImageRetriever(metric=metric).fit(Xt, y).score(None, y), rel=1e-12
+    )

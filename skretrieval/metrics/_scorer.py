@@ -55,7 +55,10 @@ _SCORE_FUNCTIONS = {
 
 
 def _split_retriever(estimator, X):
-    """Return ``(retriever, Xt)``: the final retriever and ``X`` transformed up to it."""
+    """Return ``(retriever, Xt)``: the final retriever and ``X`` transformed up to it.
+
+    ``X=None`` stays None: the fitted database queries itself.
+    """
     steps = getattr(estimator, "steps", None)
     retriever, Xt = estimator, X
     if steps is not None:  # a Pipeline ending in the retriever
@@ -63,7 +66,7 @@ def _split_retriever(estimator, X):
         # Step by step rather than ``estimator[:-1].transform``: a sliced Pipeline judges
         # itself unfitted when its last transformer is stateless.
         for _, transformer in steps[:-1]:
-            if transformer is not None and transformer != "passthrough":
+            if Xt is not None and transformer is not None and transformer != "passthrough":
                 Xt = transformer.transform(Xt)
     # Any estimator with ImageRetriever's public distance_blocks method can be scored.
     if not hasattr(retriever, "distance_blocks"):
@@ -94,7 +97,8 @@ class _RetrievalScorer:
         """Score ``estimator``: queries ``X`` with labels ``y`` against its fitted database.
 
         Database item j is relevant to query i when ``y[i] == retriever.y_[j]``. The metric is
-        averaged over all queries that have at least one relevant database item.
+        averaged over all queries that have at least one relevant database item. ``X=None``
+        is leave-one-out: each database item queries the others, and is not its own match.
         """
         retriever, Xt = _split_retriever(estimator, X)
         check_is_fitted(retriever)
@@ -122,6 +126,10 @@ class _RetrievalScorer:
                     "labels."
                 )
             relevant = y[start:stop, None] == database_labels[None, :]
+            if Xt is None:
+                # Leave-one-out: the item itself (last, at an infinite distance) is no match.
+                rows = np.arange(stop - start)
+                relevant[rows, start + rows] = False
             # The metric of a block is a mean over its queries with positives; weighting it by
             # their number gives the mean over all queries, not a mean of block means.
             n_block = int(relevant.any(axis=1).sum())

@@ -588,8 +588,9 @@ class ImageRetriever(BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_queries, n_features), or another descriptor set
-            The queries.
+        X : array-like of shape (n_queries, n_features), another descriptor set, or None
+            The queries. None scores the database against itself, leave-one-out: each item
+            queries the others and is not its own match (``y`` then holds the database labels).
         y : array-like of shape (n_queries,)
             Labels of the queries.
 
