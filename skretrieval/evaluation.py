@@ -422,7 +422,15 @@ def _score_blocks(data, retriever, queries, n_database, ks):
 
 
 def evaluate_benchmark(
-    estimator, data, *, fit=True, metric="cosine", ks=(1, 5, 10), cache=None, verbose=False
+    estimator,
+    data,
+    *,
+    fit=True,
+    metric="cosine",
+    ks=(1, 5, 10),
+    retriever_params=None,
+    cache=None,
+    verbose=False,
 ):
     """Describe a dataset with a pipeline, rank its database for each query and score.
 
@@ -440,6 +448,9 @@ def evaluate_benchmark(
         Distance used to rank the database.
     ks : sequence of int, default=(1, 5, 10)
         Ranks of the mean precisions.
+    retriever_params : dict, default=None
+        Further parameters of the :class:`~skretrieval.neighbors.ImageRetriever` that ranks
+        the database (query expansion, DBA, re-ranking), as in :func:`score_benchmark`.
     cache : str or path-like, default=None
         Folder keeping the descriptors between calls, see :func:`describe_benchmark`.
     verbose : bool, default=False
@@ -465,4 +476,6 @@ def evaluate_benchmark(
     database, queries = describe_benchmark(
         estimator, data, fit=fit, cache=cache, verbose=verbose
     )
-    return score_benchmark(data, database, queries, metric=metric, ks=ks)
+    return score_benchmark(
+        data, database, queries, metric=metric, ks=ks, retriever_params=retriever_params
+    )

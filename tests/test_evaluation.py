@@ -189,6 +189,21 @@ def test_evaluate_benchmark_on_copies_of_real_photos():
     assert row["mp@1"] >= 2 / 3 and 0.5 <= row["map"] <= 1
 
 
+def test_evaluate_benchmark_passes_retriever_params():
+    # The one-call evaluation ranks with query expansion exactly as the two-step one does.
+    from sklearn.preprocessing import FunctionTransformer
+
+    y, X = _grouped_descriptors()
+    data = _dataset(images=list(X), target=y)
+    params = {"query_expansion": "average", "qe_neighbors": 2}
+    identity = FunctionTransformer(np.asarray)
+    (row,) = evaluate_benchmark(identity, data, retriever_params=params)
+    (expected,) = score_benchmark(data, X, retriever_params=params)
+    (plain,) = score_benchmark(data, X)
+    assert row["map"] == pytest.approx(expected["map"], rel=1e-12)
+    assert row["map"] != plain["map"]
+
+
 class _MakesAFolder:
     def __init__(self, path):
         self.path = path

@@ -16,11 +16,11 @@ same code runs on the real ROxford5k and RParis6k once they are downloaded.
 # ------------------------------------------------
 # Five photos play the landmarks that are queried. Their database images are copies made by
 # :func:`~skretrieval.datasets.make_copydays`: mild ones (JPEG re-encoding, colour change,
-# downscaling) are the *easy* positives; copies turned by 90 degrees or more, occluded, or
-# cropped, tilted, recoloured and re-encoded in a chain (``"strong"``) are the *hard* ones;
-# the ``"extreme"`` copies (a fifth to two fifths of the photo, tilted, occluded, at JPEG
-# quality 5 to 12) show so little of it that they are *junk*, like the benchmark's images on
-# which even a person cannot tell the landmark. Six other photos and their copies are
+# downscaling) are the *easy* positives; chains of edits are the *hard* ones (``"strong"``:
+# crop, tilt, colour change, rescale and JPEG; ``"extreme"``: a fifth to two fifths of the
+# photo, tilted, occluded, at JPEG quality 5 to 12); a bare corner of the photo, three tenths
+# of its width and height, shows so little of it that it is *junk*, like the benchmark's images
+# on which even a person cannot tell the landmark. Six other photos and their copies are
 # distractors; they, and the images of the other landmarks, are the negatives of a query.
 import pickle
 import tempfile
