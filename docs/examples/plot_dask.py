@@ -51,7 +51,7 @@ print(f"{len(paths)} images of {len(copydays.target_names)} photos written to a 
 # -------------------------------------
 # Any fitted transformer or pipeline that maps a list of paths to one row per image will do:
 # here the pretrained MobileNetV2 (ImageNet weights, available offline) with fused GeM pooling.
-# ``transform`` pickles it once to each worker, not with every chunk.
+# ``transform`` scatters it to the workers once, not with every chunk.
 extractor = CNNFeatureExtractor(
     backbone="mobilenet_v2",
     weights="imagenet",

@@ -17,13 +17,13 @@ from skretrieval.neighbors._distributed import current_client, import_dask
 
 
 class _ClientRunner:
-    """Chunks as tasks of a ``distributed`` client; the estimator scattered once to each
-    worker, the results left on the workers."""
+    """Chunks as tasks of a ``distributed`` client; the estimator scattered to the workers
+    once, the results left on the workers."""
 
     def __init__(self, client, estimator):
         self.client = client
-        # broadcast: every worker holds a copy, so losing a worker loses no copy that others
-        # need, and no task ships the estimator again.
+        # broadcast: every worker starts with a copy, and no task ships the estimator. (dask's
+        # active memory manager may drop idle copies; a worker then fetches it from a peer.)
         self.estimator = client.scatter(estimator, broadcast=True, hash=False)
         self.job = uuid.uuid4().hex[:8]
 
@@ -185,8 +185,8 @@ def transform(
     """Describe image files on a Dask cluster with a fitted transformer or pipeline.
 
     The images are cut into chunks of ``chunk_size``; each worker decodes and describes its
-    chunks with the estimator, which is sent once to each worker (scattered, not shipped with
-    every task). A worker that dies loses no image: dask runs its chunks again elsewhere.
+    chunks with the estimator, which is scattered to the workers once, not shipped with every
+    task. A worker that dies loses no image: dask runs its chunks again elsewhere.
     ``device="auto"`` estimators such as :class:`~skretrieval.extraction.CNNFeatureExtractor`
     run on each worker's own device (its GPU where it has one).
 
