@@ -72,6 +72,14 @@ def database_inputs(data):
     images : list
         The file paths (``data.filenames``), or the pixel arrays (``data.images``) of datasets
         held in memory.
+
+    Examples
+    --------
+    >>> from skretrieval.datasets import make_copydays
+    >>> from skretrieval.evaluation import database_inputs
+    >>> images = database_inputs(make_copydays(1, sources=["coffee"], max_size=32))
+    >>> len(images), images[0].shape
+    (2, (21, 32, 3))
     """
     return data.filenames if data.filenames is not None else data.images
 
@@ -91,6 +99,13 @@ def query_inputs(data):
         :func:`~skretrieval.datasets.crop_queries`) when the dataset has ``query_boxes``, else
         the query files; None when every database image is in turn a query
         (``query_filenames`` is None).
+
+    Examples
+    --------
+    >>> from skretrieval.datasets import make_copydays
+    >>> from skretrieval.evaluation import query_inputs
+    >>> print(query_inputs(make_copydays(1, sources=["coffee"], max_size=32)))
+    None
     """
     if data.query_filenames is None:
         return None
@@ -234,6 +249,21 @@ def describe_benchmark(
         Descriptors of the queries (cropped to their boxes where the dataset has boxes); the
         database descriptors themselves when the queries are the database images (UKBench);
         None when every database image is in turn a query (see :func:`score_benchmark`).
+
+    Examples
+    --------
+    >>> from skretrieval.datasets import make_copydays
+    >>> from skretrieval.evaluation import describe_benchmark, score_benchmark
+    >>> from skretrieval.extraction import CNNFeatureExtractor
+    >>> from skretrieval.pooling import GeMPooling
+    >>> data = make_copydays(2, sources=["coffee", "chelsea"], max_size=64)
+    >>> extractor = CNNFeatureExtractor(max_size=64, pooling=GeMPooling(), verbose=False)
+    >>> database, queries = describe_benchmark(extractor, data)
+    >>> database.shape, queries is None  # every image queries the others
+    ((6, 1280), True)
+    >>> (row,) = score_benchmark(data, database, retriever_params={"query_expansion": "average"})
+    >>> row["n_queries"]
+    6
     """
     if cache_tag is None:
         cache_tag = type(estimator).__name__

@@ -5,6 +5,7 @@ from sklearn.metrics.pairwise import cosine_distances as sklearn_cosine_distance
 
 from skretrieval.geometry import (
     DistanceKernel,
+    _registry,
     cosine_distances,
     euclidean_distances,
     get_kernel,
@@ -66,7 +67,11 @@ def test_unknown_metric_lists_registered_ones():
         get_kernel("nope")
 
 
-def test_registered_kernel_is_available_by_name():
+def test_registered_kernel_is_available_by_name(monkeypatch):
+    # On a copy of the registry: the test kernel (it accepts any input) stays out of the others.
+    monkeypatch.setattr(
+        _registry, "_KERNELS", {name: dict(kernels) for name, kernels in _registry._KERNELS.items()}
+    )
     kernel = DistanceKernel(
         name="_test_manhattan",
         descriptor="vectors",
@@ -77,3 +82,18 @@ def test_registered_kernel_is_available_by_name():
     register_kernel(kernel)
     assert "_test_manhattan" in registered_metrics()
     assert get_kernel("_test_manhattan") is kernel
+
+
+def test_registered_metrics_of_a_descriptor_type():
+    from skretrieval.descriptors import GaussianMixtures
+
+    vectors, spd = np.ones((4, 3)), np.stack([np.eye(3)] * 4)
+    mixtures = GaussianMixtures(
+        np.full((4, 2), 0.5), np.zeros((4, 2, 3)), np.ones((4, 2, 3)), "diag"
+    )
+    assert {"cosine", "euclidean"} <= set(registered_metrics(vectors))
+    assert not {"affine_invariant", "stein"} & set(registered_metrics(vectors))
+    spd_metrics = {"affine_invariant", "jeffreys", "kl", "log_euclidean", "stein", "wasserstein"}
+    assert set(registered_metrics(spd)) == spd_metrics
+    assert set(registered_metrics(mixtures)) == {"kl", "wasserstein"}
+    assert set(registered_metrics()) >= spd_metrics | {"cosine", "euclidean"}

@@ -39,7 +39,15 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser():
-    """The argument parser of the ``skretrieval`` command."""
+    """The argument parser of the ``skretrieval`` command.
+
+    Examples
+    --------
+    >>> from skretrieval.cli import build_parser
+    >>> args = build_parser().parse_args(["search", "photos.index", "query.jpg", "-k", "3"])
+    >>> args.command, args.index, args.image, args.k
+    ('search', 'photos.index', 'query.jpg', 3)
+    """
     parser = ArgumentParser(
         prog="skretrieval", description="Content-based image retrieval the scikit-learn way."
     )
@@ -57,6 +65,14 @@ def main(argv=None):
     """Run the command line; returns the exit status (0 on success).
 
     Usage errors exit with status 2, other user errors with 1, an interruption with 130.
+
+    Examples
+    --------
+    A user error prints one ``error:`` line on the standard error and returns 1:
+
+    >>> from skretrieval.cli import main
+    >>> main(["search", "no-such.index", "query.jpg"])
+    1
     """
     try:
         args = build_parser().parse_args(argv)

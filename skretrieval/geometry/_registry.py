@@ -65,14 +65,72 @@ def register_kernel(kernel):
 
     A kernel replaces any previous one with the same name and descriptor; kernels with the same
     name and different descriptors live side by side and are chosen by their ``accepts``.
+
+    Parameters
+    ----------
+    kernel : DistanceKernel
+        The kernel to register.
+
+    Returns
+    -------
+    kernel : DistanceKernel
+        The same kernel, so that ``register_kernel`` can wrap its construction.
+
+    Examples
+    --------
+    The Chebyshev distance between vectors, for every query against the whole database at
+    once (``pairwise`` receives blocks of queries):
+
+    >>> import numpy as np
+    >>> from skretrieval.geometry import DistanceKernel, register_kernel
+    >>> from skretrieval.neighbors import ImageRetriever
+    >>> chebyshev = register_kernel(
+    ...     DistanceKernel(
+    ...         name="chebyshev",
+    ...         descriptor="vectors",
+    ...         validate=lambda X, name="X": np.asarray(X, dtype=float),
+    ...         prepare=lambda X: X,
+    ...         pairwise=lambda Q, D: np.abs(Q[:, None, :] - D[None, :, :]).max(axis=-1),
+    ...         accepts=lambda X: getattr(X, "ndim", None) == 2,
+    ...         layout="of shape (n, d)",
+    ...     )
+    ... )
+    >>> database = np.array([[0.0, 0.0], [1.0, 3.0], [2.0, 2.0]])
+    >>> retriever = ImageRetriever(n_neighbors=2, metric="chebyshev").fit(database)
+    >>> retriever.kneighbors(np.array([[1.5, 2.0]]))
+    (array([[0.5, 1. ]]), array([[2, 1]]))
     """
     _KERNELS.setdefault(kernel.name, {})[kernel.descriptor] = kernel
     return kernel
 
 
-def registered_metrics():
-    """Names of all registered metrics, sorted."""
-    return sorted(_KERNELS)
+def registered_metrics(X=None):
+    """Names of the registered metrics, sorted; with ``X``, those that compare such descriptors.
+
+    Parameters
+    ----------
+    X : descriptor set, default=None
+        Descriptors (an ``(n, d)`` array of vectors, an ``(n, d, d)`` array of SPD matrices, a
+        :class:`~skretrieval.descriptors.GaussianMixtures` set, ...). None lists every metric.
+
+    Returns
+    -------
+    names : list of str
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skretrieval.geometry import registered_metrics
+    >>> registered_metrics(np.stack([np.eye(3)] * 5))  # five SPD matrices
+    ['affine_invariant', 'jeffreys', 'kl', 'log_euclidean', 'stein', 'wasserstein']
+    """
+    if X is None:
+        return sorted(_KERNELS)
+    return sorted(
+        name
+        for name, kernels in _KERNELS.items()
+        if any(kernel.accepts is None or kernel.accepts(X) for kernel in kernels.values())
+    )
 
 
 def get_kernel(metric, X=None):

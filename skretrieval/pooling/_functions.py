@@ -76,6 +76,16 @@ def spoc(fmaps, *, center_prior=True):
     -------
     descriptors : ndarray of shape (..., C)
         Same floating dtype as ``fmaps`` (float64 for non-float input). Not normalised.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skretrieval.pooling import spoc
+    >>> fmap = np.array([[[1.0, 3.0], [2.0, 2.0]], [[0.0, 4.0], [0.0, 0.0]]])  # C=2, 2 x 2
+    >>> spoc(fmap, center_prior=False)
+    array([8., 4.])
+    >>> spoc(fmap) / spoc(fmap, center_prior=False)  # all four positions equally central
+    array([0.10539922, 0.10539922])
     """
     fmaps = _check_batch(fmaps)
     if not center_prior:
@@ -99,6 +109,13 @@ def mac(fmaps):
     -------
     descriptors : ndarray of shape (..., C)
         Same floating dtype as ``fmaps``. Not normalised.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skretrieval.pooling import mac
+    >>> mac(np.array([[[1.0, 3.0], [2.0, 2.0]], [[0.0, 4.0], [0.0, 0.0]]]))
+    array([3., 4.])
     """
     fmaps = _check_batch(fmaps)
     return fmaps.max(axis=(-2, -1))
@@ -124,6 +141,18 @@ def gem(fmaps, *, p=3.0, eps=1e-6):
     -------
     descriptors : ndarray of shape (..., C)
         Same floating dtype as ``fmaps``. Not normalised.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skretrieval.pooling import gem
+    >>> fmap = np.array([[[1.0, 3.0], [2.0, 2.0]], [[0.0, 4.0], [0.0, 0.0]]])
+    >>> gem(fmap, p=1.0)  # the mean; zeros are clamped to eps
+    array([2.        , 1.00000075])
+    >>> gem(fmap, p=3.0)  # between the mean and the maximum
+    array([2.22398009, 2.5198421 ])
+    >>> gem(fmap, p=np.inf)  # the maximum, as mac
+    array([3., 4.])
     """
     fmaps = _check_batch(fmaps)
     if not p > 0:
@@ -316,6 +345,18 @@ def rmac(fmaps, *, levels=3, overlap=0.4):
     descriptors : ndarray of shape (..., C)
         Same floating dtype as ``fmaps``. The sum itself is not normalised. An all-zero region
         contributes zero (instead of NaN).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skretrieval.pooling import mac, rmac
+    >>> fmap = np.arange(18.0).reshape(2, 3, 3)
+    >>> rmac(fmap, levels=1)  # one region, the whole map: the L2-normalised MAC
+    array([0.42579704, 0.9048187 ])
+    >>> mac(fmap) / np.linalg.norm(mac(fmap))
+    array([0.42579704, 0.9048187 ])
+    >>> rmac(fmap, levels=2)  # and the four 2 x 2 regions of the second level
+    array([1.88283515, 4.62331566])
     """
     fmaps = _check_batch(fmaps)
     levels, overlap = _check_grid_params(levels, overlap)
