@@ -93,3 +93,21 @@ fig = plot_retrieval_grid(
     relevant=relevant,
     query_titles=["crop", "mirror", "darker"],
 )
+
+# %%
+# At scale
+# --------
+# The same three steps describe, index and search real collections:
+#
+# - describe photos at ``max_size=512`` to ``1024`` and, for harder copies, at three scales
+#   (``scales=(1, 2 ** -0.5, 0.5)``); ``device="auto"`` uses a GPU where there is one, in mixed
+#   precision;
+# - :func:`skretrieval.indexing.build_index` (``skretrieval index PHOTOS -o PHOTOS.index`` on
+#   the command line) describes a folder in checkpointed chunks, resumes after a crash, skips
+#   and lists unreadable files, and updates the index with new and changed files only;
+# - the search is one matrix product per block of queries, exact, in bounded memory; for
+#   millions of images, ``ImageRetriever(quantizer=ProductQuantizer(...))`` keeps a few bytes per
+#   image (PQ or IVF-PQ, through faiss), and :mod:`skretrieval.distributed` spreads the
+#   description and the search over a Dask cluster.
+#
+# ``benchmarks/README.md`` has the measured speed of each step.
