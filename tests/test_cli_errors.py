@@ -6,6 +6,7 @@ import joblib
 import numpy as np
 import pytest
 import sklearn
+from payloads import CreatesFile
 from PIL import Image
 
 import skretrieval
@@ -226,16 +227,6 @@ def test_evaluate_argument_errors(tmp_path, capsys):
 # --- crafted files: no code runs ------------------------------------------------------------
 
 
-class _CreatesAFile:
-    """Unpickling this object would create ``path``: code run from a file."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
 def test_a_crafted_index_runs_no_code(indexed, tmp_path, capsys):
     import pickle
 
@@ -244,11 +235,11 @@ def test_a_crafted_index_runs_no_code(indexed, tmp_path, capsys):
     marker = tmp_path / "payload-ran"
     query = str(next(indexed[0].iterdir()))
     crafted = tmp_path / "crafted.index"
-    crafted.write_bytes(pickle.dumps({"retriever": _CreatesAFile(marker)}))
+    crafted.write_bytes(pickle.dumps({"retriever": CreatesFile(marker)}))
     one_error(capsys, ["search", str(crafted), query], "crafted.index", "--allow-pickle")
     # The skops format: a type outside skretrieval and scikit-learn is refused, not built.
-    save({"extractor": _CreatesAFile(marker), "retriever": None, "paths": []}, crafted)
-    one_error(capsys, ["search", str(crafted), query], "crafted.index", "_CreatesAFile")
+    save({"extractor": CreatesFile(marker), "retriever": None, "paths": []}, crafted)
+    one_error(capsys, ["search", str(crafted), query], "crafted.index", "CreatesFile")
     assert not marker.exists()
 
 
@@ -258,7 +249,7 @@ def test_a_crafted_ground_truth_runs_no_code(tmp_path, capsys):
     marker = tmp_path / "payload-ran"
     folder = tmp_path / "rparis6k"
     (folder / "jpg").mkdir(parents=True)
-    (folder / "gnd_rparis6k.pkl").write_bytes(pickle.dumps(_CreatesAFile(marker)))
+    (folder / "gnd_rparis6k.pkl").write_bytes(pickle.dumps(CreatesFile(marker)))
     one_error(
         capsys, ["evaluate", "rparis6k", "--root", str(tmp_path), *FAST], "gnd_rparis6k.pkl"
     )

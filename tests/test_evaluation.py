@@ -1,11 +1,11 @@
 """Evaluation of a pipeline on a dataset bunch: describe, rank, score."""
 
-import os
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
+from payloads import CreatesFolder
 from PIL import Image
 from sklearn.base import BaseEstimator, TransformerMixin
 
@@ -204,14 +204,6 @@ def test_evaluate_benchmark_passes_retriever_params():
     assert row["map"] != plain["map"]
 
 
-class _MakesAFolder:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (os.mkdir, (self.path,))
-
-
 class _Weighted(_Recorder):
     """A recorder whose descriptors are scaled by a number read from a "weights" file."""
 
@@ -247,7 +239,7 @@ def test_describe_benchmark_cache_keys_and_damaged_entries(photo_files, tmp_path
 
     # A damaged entry is reported, described again and rewritten; never unpickled.
     marker = tmp_path / "created_by_the_cache_file"
-    planted = pickle.dumps(_MakesAFolder(str(marker)))  # unpickling it would create a folder
+    planted = pickle.dumps(CreatesFolder(marker))  # unpickling it would create a folder
     for damage in (entry.read_bytes()[:60], planted, np.arange(3.0)):
         if isinstance(damage, bytes):
             entry.write_bytes(damage)

@@ -8,6 +8,7 @@ import pickletools
 
 import numpy as np
 import pytest
+from payloads import CreatesFile, RunsShell
 from PIL import Image
 
 from skretrieval.datasets import ground_truth_masks, load_oxford_paris, load_revisited
@@ -106,26 +107,8 @@ def test_realistic_ground_truth_reads_back(tmp_path, protocol, numpy1):
     assert loaded.query_boxes.tolist() == [[5.2, 4.0, 25.0, 29.0], [0.0, 0.0, 10.0, 10.0]]
 
 
-class _Planted:
-    """Unpickling it calls ``open(marker, "w")``: creates the marker file."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
-
-
-class _PlantedSystem:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 @pytest.mark.parametrize("protocol", [0, 2, 5])
-@pytest.mark.parametrize("payload", [_Planted, _PlantedSystem])
+@pytest.mark.parametrize("payload", [CreatesFile, RunsShell])
 @pytest.mark.parametrize("where", ["top", "inside an entry"])
 def test_a_planted_payload_never_runs(tmp_path, protocol, payload, where):
     marker = tmp_path / "marker"
@@ -136,7 +119,7 @@ def test_a_planted_payload_never_runs(tmp_path, protocol, payload, where):
     else:
         gnd[1]["junk"] = [payload(marker)]
     path = _write_gnd(tmp_path, content, protocol=protocol)
-    function = open if payload is _Planted else os.system
+    function = open if payload is CreatesFile else os.system
     refused = f"{function.__module__}.{function.__name__}"
     with pytest.raises(ValueError, match="not the published gnd") as info:
         load_revisited(tmp_path, "roxford5k")

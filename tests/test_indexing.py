@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from payloads import CreatesFolder
 from PIL import Image
 
 from skretrieval.extraction import CNNFeatureExtractor, ImageReadError
@@ -248,14 +249,6 @@ def interrupted_run(folder, output, monkeypatch, n_calls, **params):
                         verbose=False)
 
 
-class MakesAFolder:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (os.mkdir, (self.path,))
-
-
 def test_corrupt_and_stale_checkpoints_are_described_again(folder, tmp_path, monkeypatch):
     output = tmp_path / "photos.index"
     partial = tmp_path / "photos.index.partial"
@@ -267,7 +260,7 @@ def test_corrupt_and_stale_checkpoints_are_described_again(folder, tmp_path, mon
     assert len(chunks) == 3  # 6 images described in pieces of 2, then interrupted
     chunks[1].write_bytes(chunks[1].read_bytes()[:100])  # truncated
     marker = tmp_path / "created_by_the_chunk"
-    chunks[2].write_bytes(pickle.dumps(MakesAFolder(str(marker))))  # would create it if unpickled
+    chunks[2].write_bytes(pickle.dumps(CreatesFolder(marker)))  # would create it if unpickled
     with pytest.warns(CheckpointWarning) as record:
         report = build_index(folder, output, make_extractor(), verbose=False)
     messages = sorted(str(warning.message) for warning in record)

@@ -15,6 +15,7 @@ import joblib
 import numpy as np
 import pytest
 import skops.io
+from payloads import CreatesFile
 
 import skretrieval
 from skretrieval.neighbors import ImageRetriever
@@ -42,16 +43,6 @@ def _header(**changes):
     return MAGIC + json.dumps(header).encode() + b"\n"
 
 
-class _Payload:
-    """Unpickling it calls ``open(marker, "w")``: code run from the file creates the marker."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 class _SetsMarker:
     """Its ``__setstate__``, which skops calls when it builds the object, creates the marker."""
 
@@ -72,7 +63,7 @@ class _SetsMarker:
 def test_a_crafted_pickle_runs_nothing_and_is_named(tmp_path, protocol):
     marker = tmp_path / "marker"
     path = tmp_path / "index.skr"
-    path.write_bytes(pickle.dumps({"retriever": _Payload(marker)}, protocol=protocol))
+    path.write_bytes(pickle.dumps({"retriever": CreatesFile(marker)}, protocol=protocol))
     with pytest.raises(PickleNotAllowedError) as info:
         load(path)
     message = str(info.value)
@@ -86,7 +77,7 @@ def test_a_crafted_pickle_runs_nothing_and_is_named(tmp_path, protocol):
 def test_the_same_payload_in_a_joblib_file_runs_nothing(tmp_path, compress):
     marker = tmp_path / "marker"
     path = tmp_path / "index.joblib"
-    joblib.dump({"retriever": _Payload(marker)}, path, compress=(compress, 3) if compress else 0)
+    joblib.dump({"retriever": CreatesFile(marker)}, path, compress=(compress, 3) if compress else 0)
     with pytest.raises(PickleNotAllowedError, match="joblib file|a pickle") as info:
         load(path)
     assert str(path) in str(info.value)
@@ -96,7 +87,7 @@ def test_the_same_payload_in_a_joblib_file_runs_nothing(tmp_path, compress):
 def test_a_protocol_0_pickle_is_not_read_either(tmp_path):
     marker = tmp_path / "marker"
     path = tmp_path / "index.skr"
-    path.write_bytes(pickle.dumps(_Payload(marker), protocol=0))
+    path.write_bytes(pickle.dumps(CreatesFile(marker), protocol=0))
     with pytest.raises(FileFormatError, match="does not start with the skretrieval header"):
         load(path)
     assert not marker.exists()
@@ -106,7 +97,7 @@ def test_allow_pickle_is_an_explicit_opt_in(tmp_path):
     # With the opt-in the file is unpickled, as asked: its code runs.
     marker = tmp_path / "marker"
     path = tmp_path / "index.joblib"
-    joblib.dump({"retriever": _Payload(marker)}, path)
+    joblib.dump({"retriever": CreatesFile(marker)}, path)
     with pytest.raises(FileFormatError, match="without the skretrieval header"):
         load(path, allow_pickle=True)
     assert marker.exists()
@@ -276,7 +267,7 @@ def test_a_wrong_header_is_refused_without_reading_the_content(
 ):
     marker = tmp_path / "marker"
     path = tmp_path / "index.skr"
-    path.write_bytes(header + pickle.dumps(_Payload(marker)))
+    path.write_bytes(header + pickle.dumps(CreatesFile(marker)))
     # allow_pickle=True reads pickles, not a damaged skretrieval file.
     for allow_pickle in (False, True) if header.startswith(MAGIC) else (False,):
         with pytest.raises(FileFormatError, match=reason) as info:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from payloads import CreatesFile
 from PIL import Image
 
 from skretrieval.descriptors import GMMDescriptor, SparseCovariance
@@ -275,7 +276,7 @@ def _not_a_saved_file(tmp_path):
 def _crafted_pickle(tmp_path):
     marker = tmp_path / "payload-ran"
     path = tmp_path / "index.skops"
-    path.write_bytes(pickle.dumps(_Payload(marker)))
+    path.write_bytes(pickle.dumps(CreatesFile(marker)))
     with pytest.raises(FileFormatError, match="pickle"):
         load(path)
     assert not marker.exists()
@@ -319,7 +320,7 @@ def _crafted_ground_truth(tmp_path):
     marker = tmp_path / "payload-ran"
     folder = tmp_path / "roxford5k"
     (folder / "jpg").mkdir(parents=True)
-    (folder / "gnd_roxford5k.pkl").write_bytes(pickle.dumps(_Payload(marker)))
+    (folder / "gnd_roxford5k.pkl").write_bytes(pickle.dumps(CreatesFile(marker)))
     with pytest.raises(ValueError, match="not the published gnd"):
         load_revisited(tmp_path, "roxford5k")
     assert not marker.exists()
@@ -499,16 +500,6 @@ def _killed_indexing_resumes(tmp_path):
         rtol=0,
         atol=1e-6,
     )
-
-
-class _Payload:
-    """Unpickling this object would create ``marker``: code run from a file."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (Path.touch, (Path(self.marker),))
 
 
 CASES = [
