@@ -511,3 +511,38 @@ def test_full_chain(maps):
     assert np.all(np.linalg.eigvalsh(covariances) > 0)
     mixtures = GMMDescriptor(n_components=2, covariance_type="diag", random_state=0)
     assert len(mixtures.fit_transform(local)) == 8
+
+
+def test_auto_reg_covar_is_three_times_the_median_within_image_variance():
+    rng = np.random.default_rng(0)
+    # Per-axis variances within each image: (1, 4) and (9, 16), in exact arithmetic.
+    image_a = np.array([[-1.0, -2.0], [1.0, 2.0]]) + rng.normal(size=2)
+    image_b = np.array([[-3.0, -4.0], [3.0, 4.0]])
+    gmm = GMMDescriptor(n_components=1, reg_covar="auto").fit([image_a, image_b])
+    assert gmm.reg_covar_ == pytest.approx(3 * np.median([1.0, 4.0, 9.0, 16.0]))
+    assert GMMDescriptor(reg_covar=0.5).fit([image_a, image_b]).reg_covar_ == 0.5
+
+
+def test_auto_reg_covar_follows_the_scale_of_the_features():
+    # Whitened or raw, the learned floor keeps the same share of the variance: the mixtures of
+    # features scaled by c are the mixtures of the features, scaled.
+    rng = np.random.default_rng(1)
+    local = [rng.normal(size=(60, 3)) * [1.0, 0.5, 0.2] for _ in range(4)]
+    scale = 30.0
+    small = GMMDescriptor(n_components=2, reg_covar="auto", random_state=0).fit_transform(local)
+    large_gmm = GMMDescriptor(n_components=2, reg_covar="auto", random_state=0)
+    large = large_gmm.fit_transform([scale * image for image in local])
+    assert large_gmm.reg_covar_ > 0
+    np.testing.assert_allclose(large.weights, small.weights, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(large.means, scale * small.means, rtol=1e-6, atol=1e-8)
+    expected = scale**2 * small.covariances
+    np.testing.assert_allclose(large.covariances, expected, rtol=1e-6, atol=1e-8)
+
+
+def test_auto_reg_covar_needs_fit():
+    from sklearn.exceptions import NotFittedError
+
+    local = [np.random.default_rng(2).normal(size=(20, 3))]
+    with pytest.raises(NotFittedError, match="reg_covar='auto'.*call fit"):
+        GMMDescriptor(n_components=1, reg_covar="auto").transform(local)
+    GMMDescriptor(n_components=1).transform(local)  # a number needs no fit

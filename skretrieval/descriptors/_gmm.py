@@ -9,6 +9,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.parallel import Parallel, delayed
+from sklearn.utils.validation import check_is_fitted
 
 from skretrieval._utils.validation import check_local_features
 from skretrieval.descriptors._local import check_n_features
@@ -51,6 +52,26 @@ def _fit_mixture(index, features, n_components, covariance_type, reg_covar, max_
     return model.weights_, model.means_, covariances, model.converged_
 
 
+_AUTO_NOT_FITTED = (
+    "GMMDescriptor(reg_covar='auto') learns its regularisation in fit: call fit (or "
+    "fit_transform) on training images first, or give reg_covar a number."
+)
+
+# GaussianMixture's own default: the floor of a learned regularisation on constant features.
+_MIN_REG_COVAR = 1e-6
+
+
+def _auto_reg_covar(features):
+    """3 x the median, over images and axes, of the per-axis variance within an image.
+
+    One value for the collection (not per image): a per-image floor gives the images whose
+    features spread little sharp Gaussians, which the KL divergence punishes (measured worse
+    in ``benchmarks/bench_gmm_regularisation.py``).
+    """
+    per_axis = np.concatenate([image.var(axis=0, dtype=np.float64) for image in features])
+    return max(3.0 * float(np.median(per_axis)), _MIN_REG_COVAR)
+
+
 # auto_wrap_output_keys=None: a GaussianMixtures container, which set_output's pandas or polars
 # containers cannot hold.
 class GMMDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
@@ -62,8 +83,9 @@ class GMMDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
     :class:`GaussianMixtures` container. Images whose EM does not converge keep their last
     estimate and are named in one ``ConvergenceWarning``.
 
-    The transformer is stateless: ``fit`` only validates ``X`` and records
-    ``n_features_in_``, and ``transform`` works without it.
+    With a number as ``reg_covar`` the transformer is stateless: ``fit`` only validates ``X``
+    and records ``n_features_in_``, and ``transform`` works without it. ``reg_covar="auto"``
+    learns the regularisation from the training images in ``fit``.
 
     Parameters
     ----------
@@ -72,14 +94,23 @@ class GMMDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
         a single one: EM needs two) raises a ``ValueError`` naming it.
     covariance_type : {"full", "diag"}, default="full"
         Full covariance matrices or diagonal (per-dimension) variances.
-    reg_covar : float, default=1e-2
-        Non-negative regularisation added to the covariance diagonals (keeps them positive).
-        It is absolute: 1e-2 suits local features of unit norm such as those of
-        :class:`LocalPCA` (total variance at most 1). Nearly singular
-        components make the KL divergence of mixtures unreliable: with ``1e-6``, the mean
-        leave-one-out mAP of the mixture KL over three datasets (see
-        ``benchmarks/bench_defaults.py``) was 0.28, against 0.52 with ``1e-2``. Lower it for
-        local features of much smaller scale.
+    reg_covar : float or "auto", default=1e-2
+        Non-negative regularisation added to the covariance diagonals, the same for every
+        image. Nearly singular components make the KL divergence of mixtures unreliable: with
+        ``1e-6``, the mean leave-one-out mAP of the mixture KL over three datasets (see
+        ``benchmarks/bench_defaults.py``) was 0.28, against 0.52 with ``1e-2``.
+
+        A number is absolute. 1e-2 suits the default output of :class:`LocalPCA` (CNN local
+        features L2-normalised, then projected), whose per-axis variance within an image is
+        about 0.003-0.007 (median): the floor is then about half of each component's variance,
+        so components that lie close together merge, and a single component scored as well as
+        2 or 3 in ``benchmarks/bench_gmm_regularisation.py``. Features of another scale need
+        another value: whitened ones (``LocalPCA(whiten=True)``) about 1.
+
+        ``"auto"`` learns it in ``fit``: 3 times the median, over the training images and
+        axes, of the per-axis variance of an image's local features (``reg_covar_``). It
+        matched 1e-2 on the default features and the best fixed value on whitened ones, on
+        the three datasets of that benchmark.
     max_iter : int, default=100
         Maximum number of EM iterations.
     tol : float, default=1e-3
@@ -96,6 +127,9 @@ class GMMDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
     ----------
     n_features_in_ : int
         Dimension ``d`` of the local features seen in ``fit``.
+    reg_covar_ : float
+        The regularisation ``transform`` uses: ``reg_covar`` itself, or the value learned for
+        ``"auto"``.
 
     Examples
     --------
@@ -113,7 +147,7 @@ class GMMDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
     _parameter_constraints: dict = {
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "covariance_type": [StrOptions({"full", "diag"})],
-        "reg_covar": [Interval(Real, 0.0, None, closed="left")],
+        "reg_covar": [Interval(Real, 0.0, None, closed="left"), StrOptions({"auto"})],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0.0, None, closed="left")],
         "random_state": ["random_state"],
@@ -156,6 +190,10 @@ class GMMDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
         """
         features = check_local_features(X)
         check_n_features(self, features[0].shape[1], reset=True)
+        if self.reg_covar == "auto":
+            self.reg_covar_ = _auto_reg_covar(features)
+        else:
+            self.reg_covar_ = float(self.reg_covar)
         return self
 
     def transform(self, X):
@@ -172,6 +210,11 @@ class GMMDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
             ``n`` mixtures of ``n_components`` components in dimension ``d``.
         """
         self._validate_params()
+        if self.reg_covar == "auto":
+            check_is_fitted(self, "reg_covar_", msg=_AUTO_NOT_FITTED)
+            reg_covar = self.reg_covar_
+        else:
+            reg_covar = self.reg_covar
         features = check_local_features(X)
         check_n_features(self, features[0].shape[1], reset=False)
         for i, image in enumerate(features):
@@ -195,7 +238,7 @@ class GMMDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
                 image,
                 self.n_components,
                 self.covariance_type,
-                self.reg_covar,
+                reg_covar,
                 self.max_iter,
                 self.tol,
                 seed,
