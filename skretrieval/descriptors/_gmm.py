@@ -102,7 +102,7 @@ class GMMDescriptor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
 
         A number is absolute. 1e-2 suits the default output of :class:`LocalPCA` (CNN local
         features L2-normalised, then projected), whose per-axis variance within an image is
-        about 0.003-0.007 (median): the floor is then about half of each component's variance,
+        about 0.003-0.007 (median): the floor is then 45-80% of each component's variance,
         so components that lie close together merge, and a single component scored as well as
         2 or 3 in ``benchmarks/bench_gmm_regularisation.py``. Features of another scale need
         another value: whitened ones (``LocalPCA(whiten=True)``) about 1.
