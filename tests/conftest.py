@@ -17,3 +17,12 @@ def single_faiss_thread():
     faiss.omp_set_num_threads(1)
     yield
     faiss.omp_set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def _metric_registry_restored(monkeypatch):
+    """A kernel that a test registers does not outlive the test: the registry is process-wide."""
+    from skretrieval.geometry import _registry
+
+    snapshot = {name: dict(kernels) for name, kernels in _registry._KERNELS.items()}
+    monkeypatch.setattr(_registry, "_KERNELS", snapshot)
