@@ -449,3 +449,38 @@ def test_every_loader_returns_the_schema(tmp_path, name):
     assert isinstance(data.queries_without_positives, np.ndarray)
     assert np.issubdtype(data.queries_without_positives.dtype, np.integer)
     assert isinstance(data.n_missing_images, int) and isinstance(data.n_missing_queries, int)
+
+
+def test_load_revisited_reads_a_benchmark_of_your_own(tmp_path):
+    import pickle
+
+    from skretrieval.datasets import MissingDatasetFilesError
+
+    with pytest.raises(MissingDatasetFilesError, match="gnd_mybench.pkl.*imlist, qimlist") as info:
+        load_revisited(tmp_path, "mybench")
+    assert "http" not in str(info.value)  # nothing to download for a benchmark of your own
+    folder = tmp_path / "mybench"
+    (folder / "jpg").mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        Image.new("RGB", (8, 8)).save(folder / "jpg" / f"{name}.jpg")
+    gnd = [{"bbx": [0, 0, 4, 4], "easy": [1], "hard": [], "junk": [2]}]
+    content = {"imlist": ["a", "b", "c", "d"], "qimlist": ["a"], "gnd": gnd}
+    (folder / "gnd_mybench.pkl").write_bytes(pickle.dumps(content))
+    with pytest.raises(MissingDatasetFilesError, match=r"'d.jpg'\); put them there"):
+        load_revisited(tmp_path, "mybench")
+    content["imlist"] = ["a", "b", "c"]
+    (folder / "gnd_mybench.pkl").write_bytes(pickle.dumps(content))
+    data = load_revisited(tmp_path, "mybench")
+    assert data.name == "mybench" and tuple(data.positive_keys) == ("easy", "hard")
+    assert [Path(path).name for path in data.filenames] == ["a.jpg", "b.jpg", "c.jpg"]
+
+
+@pytest.mark.parametrize("name", ["", "..", "a/b", "../roxford5k", 5])
+def test_load_revisited_name_is_one_folder(tmp_path, name):
+    with pytest.raises(ValueError, match="one folder name, not a path"):
+        load_revisited(tmp_path, name)
+
+
+def test_load_revisited_points_the_original_benchmarks_to_their_loader(tmp_path):
+    with pytest.raises(ValueError, match=r"load_oxford_paris\(root, 'paris6k'\).*'rparis6k'"):
+        load_revisited(tmp_path, "paris6k")

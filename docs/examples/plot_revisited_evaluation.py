@@ -89,15 +89,16 @@ distractors = make_copydays(
 #   pixels, and ``easy``, ``hard`` and ``junk``, lists of indices into ``imlist``. Every image
 #   in none of them is a negative.
 #
-# :func:`~skretrieval.datasets.load_revisited` accepts only the two published names, so the
-# miniature benchmark is stored as ``roxford5k``.
+# :func:`~skretrieval.datasets.load_revisited` reads the two published benchmarks by their
+# names, ``roxford5k`` and ``rparis6k``, and a benchmark of your own in the same format by its
+# folder name: here ``miniature``.
 def save_jpeg(pixels, path):
     Image.fromarray(pixels).save(path, quality=95)
 
 
 workdir = tempfile.TemporaryDirectory()
 root = Path(workdir.name)
-images_dir = root / "roxford5k" / "jpg"
+images_dir = root / "miniature" / "jpg"
 images_dir.mkdir(parents=True)
 
 imlist, labels = [], []  # labels: (landmark, "easy" / "hard" / "junk") or None for negatives
@@ -128,10 +129,10 @@ for landmark, (x1, y1, x2, y2) in QUERY_BOXES.items():
             },
         }
     )
-with open(root / "roxford5k" / "gnd_roxford5k.pkl", "wb") as file:
+with open(root / "miniature" / "gnd_miniature.pkl", "wb") as file:
     pickle.dump({"imlist": imlist, "qimlist": qimlist, "gnd": gnd}, file)
 
-data = load_revisited(root, "roxford5k")
+data = load_revisited(root, "miniature")
 print(f"{len(data.query_filenames)} queries, {len(data.filenames)} database images")
 print(f"ground truth of {qimlist[0]!r}:")
 for key, value in data.gnd[0].items():

@@ -113,11 +113,14 @@ def check_dataset_name(name, allowed):
 
 
 def missing_files_message(what, missing, folder, source):
-    """Sentence listing missing files: how many, the first one, where they go and where from."""
+    """Sentence listing missing files: how many, the first one, where they go and where from.
+
+    ``source`` is where to download them, or None for a dataset of the user's own.
+    """
+    fetch = f"download them from {source} and place them there" if source else "put them there"
     return (
         f"{len(missing)} {what} missing under {str(folder)!r} (first: {missing[0]!r}); "
-        f"download them from {source} and place them there, or pass allow_missing=True to "
-        "evaluate on the images present."
+        f"{fetch}, or pass allow_missing=True to evaluate on the images present."
     )
 
 

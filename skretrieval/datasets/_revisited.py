@@ -2,6 +2,7 @@
 
 import codecs
 import importlib
+import os
 import pickle
 
 import numpy as np
@@ -10,7 +11,6 @@ from skretrieval.datasets._base import (
     IMAGE_SOURCES,
     MissingDatasetFilesError,
     check_benchmark_root,
-    check_dataset_name,
     dataset_bunch,
     ground_truth_box,
     ground_truth_indices,
@@ -116,6 +116,25 @@ def _read_revisited_gnd(path):
     return {**cfg, "gnd": gnd}
 
 
+def _check_benchmark_name(name):
+    """A published name, or one folder name (no path) for a benchmark of the user's own."""
+    if name in _REVISITED_NAMES:
+        return name
+    if name in ("oxford5k", "paris6k"):
+        raise ValueError(
+            f"Unknown dataset name {name!r} for load_revisited: the original benchmark (its "
+            f"gt/ text files) is read by load_oxford_paris(root, {name!r}); its revisited "
+            f"version is 'r{name}'."
+        )
+    separators = {"/", os.sep, os.altsep} - {None}
+    if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in separators):
+        raise ValueError(
+            f"Unknown dataset name {name!r}: give 'roxford5k', 'rparis6k' or the name of a "
+            "folder of root holding a benchmark in their format (one folder name, not a path)."
+        )
+    return name
+
+
 def load_revisited(root, name, *, allow_missing=False):
     """Load the revisited Oxford or Paris benchmark (ROxford5k, RParis6k) from disk.
 
@@ -131,8 +150,10 @@ def load_revisited(root, name, *, allow_missing=False):
     root : str or os.PathLike
         Folder holding one sub-folder per benchmark, e.g. ``root/roxford5k/gnd_roxford5k.pkl``
         and ``root/roxford5k/jpg/all_souls_000000.jpg``.
-    name : {"roxford5k", "rparis6k"}
-        Benchmark.
+    name : str
+        Benchmark: ``"roxford5k"``, ``"rparis6k"``, or the folder name of a benchmark of your
+        own in the same format (``root/<name>/gnd_<name>.pkl`` and ``root/<name>/jpg/``),
+        evaluated with the same protocol.
     allow_missing : bool, default=False
         If False, a missing image is an error. If True, the benchmark is restricted to the
         images present: missing database images are removed and the ground-truth indices
@@ -207,15 +228,22 @@ def load_revisited(root, name, *, allow_missing=False):
     >>> len(data.filenames), len(data.query_filenames), data.query_boxes.tolist()
     (3, 1, [[0.0, 0.0, 4.0, 4.0]])
     """
-    name = check_dataset_name(name, _REVISITED_NAMES)
+    name = _check_benchmark_name(name)
     folder = check_benchmark_root(root) / name
     gnd_path = folder / f"gnd_{name}.pkl"
     jpg = folder / "jpg"
+    published = name in _REVISITED_NAMES
     if not gnd_path.is_file():
+        fetch = (
+            f"; download it from {_REVISITED_GND_URL.format(name=name)} and place it there. "
+            f"The images go under {str(jpg)!r} as <image>.jpg; download them from "
+            f"{IMAGE_SOURCES[name]}."
+            if published
+            else " (a pickled dict with imlist, qimlist and gnd, as the revisited benchmarks "
+            f"publish it); the images go under {str(jpg)!r} as <image>.jpg."
+        )
         raise MissingDatasetFilesError(
-            f"{name}: expected the ground truth at {str(gnd_path)!r}; download it from "
-            f"{_REVISITED_GND_URL.format(name=name)} and place it there. The images go under "
-            f"{str(jpg)!r} as <image>.jpg; download them from {IMAGE_SOURCES[name]}."
+            f"{name}: expected the ground truth at {str(gnd_path)!r}{fetch}"
         )
     cfg = _read_revisited_gnd(gnd_path)
     imlist = [str(image) for image in cfg["imlist"]]
@@ -227,7 +255,7 @@ def load_revisited(root, name, *, allow_missing=False):
         missing += [f"{im}.jpg" for im, ok in zip(qimlist, query_present, strict=True) if not ok]
         missing = list(dict.fromkeys(missing))
         raise MissingDatasetFilesError(
-            f"{name}: {missing_files_message('images', missing, jpg, IMAGE_SOURCES[name])}"
+            f"{name}: {missing_files_message('images', missing, jpg, IMAGE_SOURCES.get(name))}"
         )
 
     new_index = restriction_index(len(imlist), image_present)
