@@ -6,6 +6,7 @@ library never calls ``plt.show()``. Save a figure with ``fig.savefig("grid.png")
 with ``plt.close(fig)`` when many are made in a loop.
 """
 
+import itertools
 import numbers
 import os
 
@@ -88,6 +89,8 @@ def plot_retrieval_grid(
     *,
     distances=None,
     relevant=None,
+    labels=None,
+    label_colors=None,
     query_titles=None,
     max_queries=10,
     ax_size=2.0,
@@ -110,6 +113,13 @@ def plot_retrieval_grid(
         If given, each result is labelled with its distance.
     relevant : array-like of bool of shape (n_queries, k), default=None
         If given, each result is framed in green when relevant and in red when not.
+    labels : array-like of str of shape (n_queries, k), default=None
+        A category per result, instead of ``relevant``: written under the result and framing
+        it in the category's colour, e.g. ``"easy"``, ``"hard"``, ``"junk"`` and
+        ``"negative"`` for the revisited Oxford and Paris benchmarks.
+    label_colors : dict, default=None
+        Colour of each category of ``labels`` (any matplotlib colour). Categories it does not
+        name take the colours of matplotlib's cycle, in order of first appearance.
     query_titles : sequence of str of length n_queries, default=None
         Titles of the query images; ``"query i"`` by default.
     max_queries : int or None, default=10
@@ -133,6 +143,9 @@ def plot_retrieval_grid(
     ...                           relevant=[[True, False, False], [True, True, False]])
     >>> len(fig.axes)
     8
+    >>> fig = plot_retrieval_grid(images[:1], images, [[0, 3, 4]],
+    ...                           labels=[["easy", "junk", "negative"]],
+    ...                           label_colors={"easy": "green", "negative": "red"})
     """
     import matplotlib.pyplot as plt
 
@@ -164,6 +177,11 @@ def plot_retrieval_grid(
             if not np.isin(relevant, (0, 1)).all():
                 raise ValueError("relevant must be boolean (or 0/1).")
             relevant = relevant.astype(bool)
+    if labels is not None:
+        if relevant is not None:
+            raise ValueError("give relevant or labels, not both: both set the frames.")
+        labels = _check_same_shape(labels, indices.shape, "labels").astype(str)
+        label_colors = _label_colors(labels, label_colors)
     if query_titles is not None:
         if isinstance(query_titles, str) or len(query_titles) != n_queries:
             raise ValueError(
@@ -196,10 +214,32 @@ def plot_retrieval_grid(
             ax.set_title(f"#{rank + 1}", fontsize=8)
             if relevant is not None:
                 _frame(ax, _RELEVANT_COLOR if relevant[row, rank] else _IRRELEVANT_COLOR)
+            caption = []
+            if labels is not None:
+                _frame(ax, label_colors[labels[row, rank]])
+                caption.append(labels[row, rank])
             if distances is not None:
-                ax.set_xlabel(f"{distances[row, rank]:.3g}", fontsize=8)
+                caption.append(f"{distances[row, rank]:.3g}")
+            if caption:
+                ax.set_xlabel("  ".join(caption), fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _label_colors(labels, label_colors):
+    """A colour for every category of ``labels``: the given ones, then matplotlib's cycle."""
+    import matplotlib.pyplot as plt
+
+    if label_colors is not None and not isinstance(label_colors, dict):
+        raise ValueError(
+            f"label_colors must be a dict from category to colour; got {label_colors!r}."
+        )
+    colors = dict(label_colors or {})
+    cycle = itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    for label in dict.fromkeys(labels.flat):
+        if label not in colors:
+            colors[label] = next(cycle)
+    return colors
 
 
 def _check_relevance_scores(y_true, y_score):

@@ -75,6 +75,30 @@ def test_retrieval_grid_layout_frames_and_labels(copydays, tmp_path):
     assert pixels.std() > 10  # photographs, not a blank canvas
 
 
+def test_retrieval_grid_labels_caption_and_colour_each_result():
+    images = [np.full((4, 4, 3), value, dtype=np.uint8) for value in (0, 80, 160, 240)]
+    labels = [["easy", "junk", "negative"], ["hard", "easy", "junk"]]
+    fig = plot_retrieval_grid(
+        images[:2],
+        images,
+        [[1, 2, 3], [0, 2, 3]],
+        distances=[[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]],
+        labels=labels,
+        label_colors={"easy": "tab:green", "negative": "tab:red"},
+    )
+    axes = np.array(fig.axes).reshape(2, 4)
+    assert axes[0, 1].get_xlabel() == "easy  0.1" and axes[1, 3].get_xlabel() == "junk  0.6"
+    frames = {
+        label: axes[row, rank + 1].spines["top"].get_edgecolor()
+        for row, ranking in enumerate(labels)
+        for rank, label in enumerate(ranking)
+    }
+    assert _same_color(frames["easy"], "tab:green") and _same_color(frames["negative"], "tab:red")
+    # Categories without a colour take the cycle's first colours, in order of appearance.
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    assert _same_color(frames["junk"], cycle[0]) and _same_color(frames["hard"], cycle[1])
+
+
 def test_retrieval_grid_accepts_pil_images_paths_and_gray(tmp_path):
     rng = np.random.RandomState(0)
     arrays = [rng.randint(0, 256, size=(10, 12, 3), dtype=np.uint8) for _ in range(3)]
@@ -115,6 +139,9 @@ def test_retrieval_grid_max_queries(copydays):
         (dict(query_titles="q"), "query_titles"),
         (dict(max_queries=0), "max_queries"),
         (dict(ax_size=-1), "ax_size"),
+        (dict(labels=[["easy"]]), "labels must have the shape"),
+        (dict(labels=[["a", "b"]], relevant=[[True, False]]), "relevant or labels, not both"),
+        (dict(labels=[["a", "b"]], label_colors=["red"]), "label_colors must be a dict"),
     ],
 )
 def test_retrieval_grid_rejects_bad_input(kwargs, match):

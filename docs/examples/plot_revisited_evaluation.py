@@ -246,16 +246,18 @@ for q, entry in enumerate(data.gnd):
     for kind in ("easy", "hard", "junk"):
         kind_of[q][np.isin(top[q], entry[kind])] = kind
 fig = plot_retrieval_grid(
-    queries, data.filenames, top, relevant=kind_of != "negative", query_titles=qimlist
+    queries,
+    data.filenames,
+    top,
+    labels=kind_of,
+    label_colors={
+        "easy": "tab:green",
+        "hard": "tab:orange",
+        "junk": "tab:gray",
+        "negative": "tab:red",
+    },
+    query_titles=qimlist,
 )
-frame_colors = {"easy": "tab:green", "hard": "tab:orange", "junk": "tab:gray"}
-grid_axes = np.asarray(fig.axes).reshape(top.shape[0], top.shape[1] + 1)
-for q in range(top.shape[0]):
-    for rank in range(top.shape[1]):
-        ax = grid_axes[q, rank + 1]
-        ax.set_xlabel(kind_of[q, rank], fontsize=8)
-        for spine in ax.spines.values():
-            spine.set_edgecolor(frame_colors.get(kind_of[q, rank], "tab:red"))
 
 # %%
 # On the real benchmarks
