@@ -96,7 +96,7 @@ def _check_pip(argv):
             continue
         elif word.startswith((".", "/")):  # a checkout: ".[test]"
             path, _, extra = word.partition("[")
-            assert (ROOT / path / "pyproject.toml").is_file() or path == "."
+            assert (ROOT / path / "pyproject.toml").is_file()
             assert set(extra.rstrip("]").split(",")) - {""} <= extras, word
         else:
             requirement = Requirement(word)

@@ -28,7 +28,6 @@ from skimage import data as skimage_data
 
 from skretrieval.datasets import make_copydays
 from skretrieval.extraction import CNNFeatureExtractor
-from skretrieval.metrics import mean_average_precision
 from skretrieval.neighbors import ImageRetriever
 from skretrieval.pooling import RMAC, GeMPooling, MaxPooling, SumPooling
 from skretrieval.whitening import PCAWhitening
@@ -155,18 +154,13 @@ poolings = {
 # ---------------------------------------
 # ``ImageRetriever.score(X, y)`` searches queries ``X`` in the fitted database; with the
 # database itself as queries, every image would find itself first, at distance 0, and count as
-# its own relevant match. ``kneighbors()`` without queries is the leave-one-out search instead:
-# each database image queries all the others. Asking for all ``n - 1`` neighbours gives the full
-# ranking, and :func:`~skretrieval.metrics.mean_average_precision` scores it (relevant = same
-# photo).
+# its own relevant match. ``score(None, y)`` is the leave-one-out score instead: each database
+# image queries all the others and is not its own match (mAP, relevant = same photo).
 
 
 def leave_one_out_map(descriptors, labels):
     """mAP when every image queries all the others."""
-    retriever = ImageRetriever(metric="cosine").fit(descriptors, labels)
-    distances, indices = retriever.kneighbors(n_neighbors=len(labels) - 1)
-    relevant = labels[indices] == labels[:, None]
-    return mean_average_precision(relevant, -distances)
+    return ImageRetriever(metric="cosine").fit(descriptors, labels).score(None, labels)
 
 
 # %%
