@@ -39,52 +39,17 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
-import ctypes  # noqa: E402
-import ctypes.util  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from _memory import measure, peak_reset_supported  # noqa: E402
 from PIL import Image  # noqa: E402
 from skimage import data  # noqa: E402
 from sklearn.datasets import load_sample_images  # noqa: E402
 
-_STATUS = Path("/proc/self/status")
-_CLEAR_REFS = Path("/proc/self/clear_refs")
-
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "cat", "camera"]
-
-
-def _memory_kib(field):
-    for line in _STATUS.read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _peak_reset_supported():
-    try:
-        _CLEAR_REFS.write_text("5")
-        _memory_kib("VmHWM")
-        return True
-    except (OSError, KeyError):
-        return False
-
-
-def _measure(function, track_memory):
-    """Run ``function``; return (seconds, peak RSS growth in MiB or None, result)."""
-    if track_memory:
-        libc = ctypes.util.find_library("c")
-        if libc and hasattr(ctypes.CDLL(libc), "malloc_trim"):
-            ctypes.CDLL(libc).malloc_trim(0)
-        _CLEAR_REFS.write_text("5")  # peak RSS := current RSS
-        before = _memory_kib("VmRSS")
-    start = time.perf_counter()
-    result = function()
-    seconds = time.perf_counter() - start
-    peak = (_memory_kib("VmHWM") - before) / 1024 if track_memory else None
-    return seconds, peak, result
 
 
 def _write_photos(folder, n_images, rng):
@@ -129,7 +94,7 @@ def _mib(peak):
 
 def _best(function, repeats):
     """Best wall time of ``repeats`` more runs (the machine may be shared)."""
-    return min((_measure(function, False)[0] for _ in range(repeats)), default=float("inf"))
+    return min((measure(function, False)[0] for _ in range(repeats)), default=float("inf"))
 
 
 def _extraction(args, client, track):
@@ -153,14 +118,14 @@ def _extraction(args, client, track):
                 extractor, paths, client=client, chunk_size=args.chunk_size, output="numpy"
             )
 
-        first, peak, expected = _measure(in_process, track)
+        first, peak, expected = measure(in_process, track)
         best = min(first, _best(in_process, args.repeats - 1))
         rows.append(
             _row("one process, `CNNFeatureExtractor.transform`", f"{best:.2f}", _mib(peak), "")
         )
         # The first job on the cluster ships the estimator and loads torch in the workers.
-        warm, _, _ = _measure(lambda: transform(extractor, paths[:8], client=client), track)
-        first, peak, result = _measure(on_cluster, track)
+        warm, _, _ = measure(lambda: transform(extractor, paths[:8], client=client), track)
+        first, peak, result = measure(on_cluster, track)
         best = min(first, _best(on_cluster, args.repeats - 1))
         difference = np.abs(result.descriptors - expected).max()
         rows.append(
@@ -188,8 +153,8 @@ def _search(args, client, track):
     rows = []
 
     def search_rows(name, make, retriever):
-        fit_s, fit_peak, fitted = _measure(lambda: retriever.fit(make()), track)
-        first, search_peak, found = _measure(lambda: fitted.kneighbors(queries), track)
+        fit_s, fit_peak, fitted = measure(lambda: retriever.fit(make()), track)
+        first, search_peak, found = measure(lambda: fitted.kneighbors(queries), track)
         best = min(first, _best(lambda: fitted.kneighbors(queries), args.repeats - 1))
         rows.append(_row(name, f"{fit_s:.2f}", f"{best:.2f}", _mib(fit_peak), _mib(search_peak)))
         return found
@@ -252,7 +217,7 @@ def main(argv=None):
     import dask
     from distributed import Client, LocalCluster
 
-    track = _peak_reset_supported()
+    track = peak_reset_supported()
     start = time.perf_counter()
     # dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also turns off glibc's
     # dynamic mmap threshold: every large buffer (activations, tiles of distances) is then

@@ -35,6 +35,7 @@ import time
 import numpy as np
 import torch
 import torchvision
+from _memory import memory_kib, reset_peak
 from PIL import Image
 from skimage import data
 from torchvision import transforms
@@ -196,14 +197,6 @@ def time_methods(methods, paths, repeats, chunk=12):
 # --- peak memory, one subprocess per method ---------------------------------------------------
 
 
-def _rss_kib(field):
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def memory_child(args):
     """Run one method once in this (fresh) process; print its extraction peak RSS in MiB."""
     paths = sorted(os.path.join(args.workdir, f) for f in os.listdir(args.workdir))
@@ -211,11 +204,10 @@ def memory_child(args):
     state_dict = torch.load(os.path.join(args.workdir, "weights.pth"), weights_only=True)
     method = make_methods(args, state_dict)[args.memory_child]
     # Cold: no warm-up, so everything the extraction needs counts, caches included.
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")  # reset the peak-RSS counter (VmHWM) to the current RSS
-    before = _rss_kib("VmRSS")
+    reset_peak()
+    before = memory_kib("VmRSS")
     maps = method(paths)
-    peak = _rss_kib("VmHWM")
+    peak = memory_kib("VmHWM")
     del maps
     print(f"{(peak - before) / 1024:.1f}")
 

@@ -33,22 +33,17 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
-import ctypes  # noqa: E402
-import ctypes.util  # noqa: E402
 import platform  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
+from _memory import measure, peak_reset_supported  # noqa: E402
 from joblib import cpu_count  # noqa: E402
 from sklearn.neighbors import NearestNeighbors  # noqa: E402
 
 from skretrieval.neighbors import ImageRetriever  # noqa: E402
 from skretrieval.quantization import ProductQuantizer  # noqa: E402
-
-_STATUS = Path("/proc/self/status")
-_CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 def _clustered_unit_vectors(n, d, rng, centres, chunk=100_000):
@@ -61,48 +56,6 @@ def _clustered_unit_vectors(n, d, rng, centres, chunk=100_000):
         block /= np.linalg.norm(block, axis=1, keepdims=True)
         out[start:stop] = block
     return out
-
-
-def _memory_kib(field):
-    for line in _STATUS.read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _peak_reset_supported():
-    try:
-        _CLEAR_REFS.write_text("5")
-        _memory_kib("VmHWM")
-        return True
-    except (OSError, KeyError):
-        return False
-
-
-def _release_freed_memory():
-    """Hand memory freed by earlier steps back to the system (glibc keeps it otherwise).
-
-    Without this a step that reuses memory freed by the previous one shows no growth at all.
-    """
-    name = ctypes.util.find_library("c")
-    if name:
-        libc = ctypes.CDLL(name)
-        if hasattr(libc, "malloc_trim"):
-            libc.malloc_trim(0)
-
-
-def _measure(function, track_memory):
-    """Run ``function``; return (seconds, peak RSS growth in MiB or None, result)."""
-    if track_memory:
-        _release_freed_memory()
-        # "5" resets the peak resident set size (VmHWM) to the current one.
-        _CLEAR_REFS.write_text("5")
-        before = _memory_kib("VmRSS")
-    start = time.perf_counter()
-    result = function()
-    seconds = time.perf_counter() - start
-    peak = (_memory_kib("VmHWM") - before) / 1024 if track_memory else None
-    return seconds, peak, result
 
 
 def _recall(found, truth):
@@ -150,7 +103,7 @@ def main(argv=None):
     database = _clustered_unit_vectors(args.n_database, args.n_features, rng, centres)
     queries = _clustered_unit_vectors(args.n_queries, args.n_features, rng, centres)
     n_sklearn = min(args.sklearn_queries or args.n_queries, args.n_queries)
-    track = _peak_reset_supported()
+    track = peak_reset_supported()
     k = args.k
     float_bytes = database.nbytes
     rows = []
@@ -224,8 +177,8 @@ def main(argv=None):
 
 def _exact_retriever(database, queries, k, track):
     retriever = ImageRetriever(n_neighbors=k, metric="cosine")
-    fit = _measure(lambda: retriever.fit(database), track)
-    search = _measure(lambda: retriever.kneighbors(queries), track)
+    fit = measure(lambda: retriever.fit(database), track)
+    search = measure(lambda: retriever.kneighbors(queries), track)
     # The retriever keeps the database and its normalised copy (the same array if already so).
     stored = {id(a): a for a in (retriever._fit_X, retriever._fit_state)}
     return fit, search, _arrays_nbytes(*stored.values()), None
@@ -233,21 +186,21 @@ def _exact_retriever(database, queries, k, track):
 
 def _exact_faiss(database, queries, k, track):
     index = faiss.IndexFlatIP(database.shape[1])
-    fit = _measure(lambda: index.add(database), track)
-    search = _measure(lambda: index.search(queries, k), track)
+    fit = measure(lambda: index.add(database), track)
+    search = measure(lambda: index.search(queries, k), track)
     return fit, search, index.ntotal * index.code_size, None
 
 
 def _exact_sklearn(database, queries, k, track):
     brute = NearestNeighbors(n_neighbors=k, algorithm="brute", metric="cosine")
-    fit = _measure(lambda: brute.fit(database), track)
-    search = _measure(lambda: brute.kneighbors(queries), track)
+    fit = measure(lambda: brute.fit(database), track)
+    search = measure(lambda: brute.kneighbors(queries), track)
     return fit, search, brute._fit_X.nbytes, None
 
 
 def _quantized(model, database, queries, k, track):
-    fit = _measure(lambda: model.fit(database), track)
-    search = _measure(lambda: model.kneighbors(queries, k), track)
+    fit = measure(lambda: model.fit(database), track)
+    search = measure(lambda: model.kneighbors(queries, k), track)
     return fit, search, model.codes_.nbytes, faiss.serialize_index(model._index).nbytes
 
 
